@@ -1,0 +1,216 @@
+"""Training images: sources (folder, `datasets`, synthetic figures), an in-memory uint8 cache, and batches that
+depend only on (seed, step) so that a resumed run sees exactly the batches an uninterrupted one would."""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from toolkit.data.images import DECODE_ERRORS, list_image_files, load_rgb, resize_short_side, to_rgb
+from toolkit.errors import UserError
+
+CACHE_LIMIT_BYTES = 4 * 1024**3
+
+
+class ImageSource(Protocol):
+    """Anything with a length, a name per item and a loader that returns a PIL image (or raises DECODE_ERRORS)."""
+
+    def __len__(self) -> int: ...
+    def name(self, index: int) -> str: ...
+    def load(self, index: int) -> Image.Image: ...
+
+
+@dataclass
+class FolderSource:
+    """Image files on disk."""
+
+    files: list[Path]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def name(self, index: int) -> str:
+        return str(self.files[index])
+
+    def load(self, index: int) -> Image.Image:
+        return load_rgb(self.files[index])
+
+
+@dataclass
+class HubDatasetSource:
+    """A `datasets.Dataset` with an image column (decoded lazily by `datasets`)."""
+
+    dataset: object
+    column: str
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def name(self, index: int) -> str:
+        return f"{self.column}[{index}]"
+
+    def load(self, index: int) -> Image.Image:
+        return to_rgb(self.dataset[index][self.column])
+
+
+@dataclass
+class FiguresSource:
+    """The built-in synthetic human figures (toolkit.figures), rendered on demand."""
+
+    count: int
+    resolution: int
+    seed: int = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def name(self, index: int) -> str:
+        return f"figure-{index}"
+
+    def load(self, index: int) -> Image.Image:
+        from toolkit.figures import render_figure
+
+        return render_figure(self.seed * 1_000_003 + index, self.resolution).image
+
+
+@dataclass
+class TrainImages:
+    """Decoded training images at one resolution; `skipped` lists files that could not be read."""
+
+    source: ImageSource
+    resolution: int
+    center_crop: bool
+    cached: list[torch.Tensor] | None = None  # uint8 (3, H, W) per good image, when kept in memory
+    good: list[int] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.good)
+
+    def decode(self, index: int) -> torch.Tensor:
+        """uint8 (3, H, W) with the short side at `resolution`; raises DECODE_ERRORS."""
+        return resize_short_side(self.source.load(index), self.resolution, self.center_crop)
+
+    def get(self, i: int) -> torch.Tensor:
+        """The i-th good image as uint8 (3, H, W)."""
+        return self.cached[i] if self.cached is not None else self.decode(self.good[i])
+
+
+def _decode_or_none(images: TrainImages, index: int) -> torch.Tensor | None:
+    try:
+        return images.decode(index)
+    except DECODE_ERRORS:
+        return None
+
+
+def build_train_images(source: ImageSource, resolution: int, center_crop: bool, cache: str,
+                       max_items: int | None = None) -> TrainImages:
+    """Decode every image once (kept as uint8 when `cache` allows); unreadable ones are skipped and listed."""
+    count = min(len(source), max_items or len(source))
+    if count == 0:
+        raise UserError("the dataset is empty: no images found")
+    images = TrainImages(source, resolution, center_crop)
+    fits = count * 3 * resolution * resolution * 1.5 < CACHE_LIMIT_BYTES
+    keep = cache == "always" or (cache == "auto" and fits)
+    decoded: list[torch.Tensor] = []
+    with ThreadPoolExecutor() as pool:  # PIL releases the GIL while decoding and resizing
+        results = pool.map(lambda i: _decode_or_none(images, i), range(count))
+        for index, tensor in enumerate(tqdm(results, total=count, desc=f"decoding images at {resolution}px",
+                                            leave=False)):
+            if tensor is None:
+                images.skipped.append(source.name(index))
+                continue
+            images.good.append(index)
+            if keep:
+                decoded.append(tensor)
+    if not images.good:
+        raise UserError(f"none of the {count} images could be read (first: {images.skipped[0]})")
+    images.cached = decoded if keep else None
+    return images
+
+
+def batch_indices(num_items: int, batch_size: int, seed: int, batch_number: int) -> list[int]:
+    """Indices of micro-batch `batch_number` in an endless stream of seeded per-epoch permutations."""
+    start = batch_number * batch_size
+    out: list[int] = []
+    while len(out) < batch_size:
+        epoch, offset = divmod(start + len(out), num_items)
+        perm = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        take = min(batch_size - len(out), num_items - offset)
+        out.extend(perm[offset:offset + take].tolist())
+    return out
+
+
+def augment(images: list[torch.Tensor], resolution: int, random_flip: bool, generator: torch.Generator) -> torch.Tensor:
+    """Random-crop each uint8 (3, H, W) to `resolution`, flip, and scale to [-1, 1]: float (B, 3, R, R)."""
+    out = []
+    for img in images:
+        h, w = img.shape[1:]
+        top = int(torch.randint(0, h - resolution + 1, (1,), generator=generator))
+        left = int(torch.randint(0, w - resolution + 1, (1,), generator=generator))
+        img = img[:, top:top + resolution, left:left + resolution]
+        if random_flip and torch.rand((), generator=generator) < 0.5:
+            img = img.flip(-1)
+        out.append(img)
+    return torch.stack(out).float().div(127.5).sub(1.0)
+
+
+class MicroBatches(torch.utils.data.Dataset):
+    """Item k is micro-batch k: a pure function of (seed, k), so batches can be produced by workers and resumed."""
+
+    def __init__(self, images: TrainImages, batch_size: int, seed: int, random_flip: bool, shard=(0, 1)):
+        self.images, self.batch_size, self.seed, self.random_flip = images, batch_size, seed, random_flip
+        self.rank, self.world = shard
+
+    def __len__(self) -> int:
+        return 2**62  # endless: the training loop decides how many to draw
+
+    def __getitem__(self, k: int) -> tuple[torch.Tensor, list[str]]:
+        indices = batch_indices(len(self.images), self.batch_size * self.world, self.seed, k)
+        indices = indices[self.rank::self.world]  # this process's share of the global batch
+        tensors, failed = [], []
+        for i in indices:
+            try:
+                tensors.append(self.images.get(i))
+            except DECODE_ERRORS:  # only possible when not cached: substitute the first image
+                failed.append(self.images.source.name(self.images.good[i]))
+                tensors.append(self.images.get(0))
+        generator = torch.Generator().manual_seed(self.seed * 7_919 + k)
+        return augment(tensors, self.images.resolution, self.random_flip, generator), failed
+
+
+def epochs_to_steps(num_epochs: int, num_images: int, images_per_step: int) -> int:
+    """Optimiser steps that cover `num_epochs` passes over `num_images`."""
+    return max(1, math.ceil(num_epochs * num_images / images_per_step))
+
+
+def open_source(train_data_dir: str | None, dataset_name: str | None, dataset_config_name: str | None,
+                image_column: str, num_figures: int, resolution: int, seed: int) -> tuple[ImageSource, str]:
+    """The image source a run asked for, and a short description of it for logs and the model card."""
+    if train_data_dir:
+        files = list_image_files(train_data_dir)
+        if not files:
+            raise UserError(f"no image files found in {train_data_dir}")
+        return FolderSource(files), str(train_data_dir)
+    if dataset_name:
+        return _open_hub_dataset(dataset_name, dataset_config_name, image_column), dataset_name
+    return FiguresSource(num_figures, resolution, seed), f"synthetic figures ({num_figures}, seed {seed})"
+
+
+def _open_hub_dataset(name: str, config_name: str | None, column: str) -> HubDatasetSource:
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(name, config_name, split="train")
+    except (FileNotFoundError, ValueError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as e:
+        raise UserError(f"could not load dataset {name!r}: {e}") from None
+    if column not in dataset.column_names:
+        raise UserError(f"dataset {name!r} has no column {column!r}; columns: {dataset.column_names}")
+    return HubDatasetSource(dataset, column)

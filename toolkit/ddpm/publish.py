@@ -1,0 +1,38 @@
+"""Publishing a trained DDPM run folder: its model card, the dry-run folder, and the Hub upload."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolkit.config import to_dict
+from toolkit.ddpm.config import TrainUNetConfig
+from toolkit.ddpm.outputs import RunSummary
+from toolkit.hub import CardInfo, build_model_card, push_folder, stage_upload
+
+
+def card_info(cfg: TrainUNetConfig, summary: RunSummary) -> CardInfo:
+    """What the model card of a DDPM run says: data, figures, sample grid and the resolved config."""
+    datasets = [cfg.dataset_name] if cfg.dataset_name and not Path(cfg.dataset_name).exists() else None
+    resolution = cfg.stages[-1].resolution if cfg.stages else cfg.resolution
+    figures = {
+        "steps": summary.start_step + summary.steps_done,
+        "resolution": f"{resolution} px",
+        "throughput": f"{summary.images_per_second:.1f} img/s",
+        "final loss (smoothed)": f"{summary.smoothed_loss:.4f}",
+        "mixed precision": summary.mixed_precision,
+        "skipped files": len(summary.skipped_files),
+    }
+    description = (f"An unconditional image diffusion model (diffusers `UNet2DModel`, preset `{cfg.model_preset}`, "
+                   f"{cfg.prediction_type} prediction) trained from scratch on {summary.data} with "
+                   "[anatomy-toolkit](https://github.com/) `train_unet.py`.")
+    return CardInfo(repo_id=cfg.hub_model_id, pipeline_tag="unconditional-image-generation", license=cfg.hub_license,
+                    description=description, tags=["unconditional-image-generation", "ddpm"], datasets=datasets,
+                    grid="samples/final.png", config=to_dict(cfg), figures=figures)
+
+
+def publish(cfg: TrainUNetConfig, summary: RunSummary) -> str:
+    """Write the model card and the upload folder; push it unless this is a dry run. Returns a status line."""
+    stage = stage_upload(cfg.output_dir, build_model_card(card_info(cfg, summary)))
+    if cfg.hub_dry_run:
+        return f"hub dry run: {stage} holds exactly what would be uploaded to {cfg.hub_model_id}"
+    return f"pushed to {push_folder(stage, cfg.hub_model_id, cfg.hub_private_repo)}"

@@ -1,0 +1,93 @@
+"""Publishing: a model card with YAML metadata, a staged upload folder (the dry run), and the Hub upload.
+
+Tokens come only from huggingface_hub's own lookup (HF_TOKEN or `hf auth login`); they are never printed, logged,
+written into configs or passed on the command line.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from diffusers.utils.hub_utils import populate_model_card
+from huggingface_hub import ModelCard, ModelCardData
+
+from toolkit.errors import UserError
+
+UPLOAD_DIR = "hub_upload"
+# What a run folder publishes: the pipeline, its card, the last sample grid and the resolved config.
+PUBLISHED = ["model_index.json", "unet", "scheduler", "README.md", "config.yaml", "summary.json", "samples/final.png"]
+
+
+@dataclass
+class CardInfo:
+    """What the model card says about a run."""
+
+    repo_id: str
+    pipeline_tag: str
+    license: str
+    description: str
+    tags: list[str] = field(default_factory=list)
+    datasets: list[str] | None = None
+    grid: str | None = None  # path of the sample grid inside the repo
+    config: dict | None = None
+    figures: dict | None = None
+
+
+def build_model_card(info: CardInfo) -> ModelCard:
+    """A model card: YAML metadata (library, pipeline tag, license, tags, datasets) and a readable body."""
+    data = ModelCardData(license=info.license, library_name="diffusers", pipeline_tag=info.pipeline_tag,
+                         datasets=info.datasets)
+    body = [f"# {info.repo_id}", "", info.description, ""]
+    if info.grid:
+        body += ["## Samples", "", f"![samples]({info.grid})", ""]
+    body += ["## Usage", "", "```python", "from diffusers import DDPMPipeline, DPMSolverMultistepScheduler", "",
+             f'pipe = DDPMPipeline.from_pretrained("{info.repo_id}")',
+             "pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)",
+             "images = pipe(batch_size=4, num_inference_steps=20).images", "```", ""]
+    if info.figures:
+        body += ["## Training results", "", "| measure | value |", "|---|---|"]
+        body += [f"| {k} | {v} |" for k, v in info.figures.items()] + [""]
+    if info.config:
+        body += ["## Training configuration", "", "```yaml", yaml.safe_dump(info.config, sort_keys=False).strip(),
+                 "```", ""]
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+    return populate_model_card(card, tags=["diffusers", "anatomy-toolkit", *info.tags])
+
+
+def stage_upload(output_dir: str | Path, card: ModelCard) -> Path:
+    """Write `output_dir/hub_upload`: exactly the files that would be pushed (checkpoints and logs excluded)."""
+    output_dir = Path(output_dir)
+    card.save(output_dir / "README.md")
+    stage = output_dir / UPLOAD_DIR
+    shutil.rmtree(stage, ignore_errors=True)
+    for name in PUBLISHED:
+        src = output_dir / name
+        if not src.exists():
+            continue
+        dst = stage / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst)
+        else:
+            shutil.copy2(src, dst)
+    return stage
+
+
+def push_folder(folder: str | Path, repo_id: str, private: bool) -> str:
+    """Create the repository if needed and upload `folder`; returns the repository URL."""
+    from huggingface_hub import HfApi, get_token
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if get_token() is None:
+        raise UserError("no Hugging Face token found: set HF_TOKEN or run `hf auth login`, "
+                        "or use --hub_dry_run to only write the upload folder")
+    api = HfApi()
+    try:
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message="Upload from anatomy-toolkit")
+    except (HfHubHTTPError, OSError) as e:
+        raise UserError(f"upload to {repo_id} failed: {e}") from None
+    return str(url)

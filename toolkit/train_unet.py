@@ -1,0 +1,31 @@
+"""Train a diffusers UNet2DModel from scratch and save a DDPMPipeline.
+
+    accelerate launch toolkit/train_unet.py                       # built-in synthetic figures, CPU-friendly
+    accelerate launch toolkit/train_unet.py --config recipes/portraits_64.yaml --train_data_dir faces/
+"""
+
+from __future__ import annotations
+
+import sys
+
+from toolkit.config import parse_config
+from toolkit.ddpm.config import TrainUNetConfig
+from toolkit.errors import cli_errors
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags (and a recipe), train, print the summary, and publish if asked."""
+    from toolkit.ddpm.publish import publish
+    from toolkit.ddpm.trainer import train
+
+    cfg = parse_config(TrainUNetConfig, argv, description=__doc__.splitlines()[0])
+    summary = train(cfg)
+    print("\nrun finished:\n" + summary.table())
+    if cfg.push_to_hub or cfg.hub_dry_run:
+        print(publish(cfg, summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

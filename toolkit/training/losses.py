@@ -1,0 +1,53 @@
+"""Diffusion training losses: noise, targets per prediction type, and min-SNR weights (pure functions)."""
+
+from __future__ import annotations
+
+import torch
+from diffusers.training_utils import compute_snr
+
+
+def sample_noise(shape: torch.Size, noise_offset: float, generator: torch.Generator, device=None) -> torch.Tensor:
+    """Gaussian noise (B, C, H, W); with `noise_offset`, plus a per-channel constant (offset noise)."""
+    noise = torch.randn(shape, generator=generator).to(device)
+    if noise_offset:
+        noise = noise + noise_offset * torch.randn(shape[:2] + (1, 1), generator=generator).to(device)
+    return noise
+
+
+def training_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """What the model should predict under `scheduler.config.prediction_type`: noise, velocity or x0."""
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return noise
+    if kind == "v_prediction":
+        return scheduler.get_velocity(x0, noise, timesteps)
+    if kind == "sample":
+        return x0
+    raise ValueError(f"unknown prediction_type {kind!r}")
+
+
+def snr_weights(scheduler, timesteps: torch.Tensor, snr_gamma: float | None) -> torch.Tensor:
+    """Per-sample loss weights (B,): ones, or min-SNR-gamma (Hang et al. 2023) expressed for the prediction type.
+
+    For eps-prediction the weight is min(SNR, gamma) / SNR, for v-prediction min(SNR, gamma) / (SNR + 1), and for
+    x0-prediction min(SNR, gamma): each equals min(SNR, gamma) times the x0-space error.
+    """
+    if snr_gamma is None:
+        return torch.ones(timesteps.shape, dtype=torch.float32, device=timesteps.device)
+    snr = compute_snr(scheduler, timesteps).float()
+    clipped = torch.clamp(snr, max=snr_gamma)
+    kind = scheduler.config.prediction_type
+    if kind == "epsilon":
+        return clipped / snr
+    if kind == "v_prediction":
+        return clipped / (snr + 1)
+    return clipped
+
+
+def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
+                 pixel_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over the batch of weights[b] x mean squared error of sample b (optionally pixel-weighted), in fp32."""
+    err = (pred.float() - target.float()) ** 2  # (B, C, H, W)
+    if pixel_weights is not None:
+        err = err * pixel_weights
+    return (err.mean(dim=list(range(1, err.ndim))) * weights).mean()
