@@ -37,7 +37,7 @@ def option(default: Any, help: str, cli: bool = True) -> Any:
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin is Literal:
-        return " | ".join(repr(a) for a in typing.get_args(tp))
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
         return " or ".join(_type_name(a) for a in typing.get_args(tp))
     if origin is list:
@@ -122,8 +122,11 @@ def save_yaml(cfg: Any, path: str | Path) -> None:
 def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field, tp: Any) -> None:
     kwargs: dict[str, Any] = {"default": argparse.SUPPRESS, "help": field.metadata.get("help", "")}
     args = [a for a in typing.get_args(tp) if a is not type(None)]
-    base = args[0] if typing.get_origin(tp) in (Union, types.UnionType) and len(args) == 1 else tp
-    if base is bool:
+    optional = typing.get_origin(tp) in (Union, types.UnionType) and len(args) == 1
+    base = args[0] if optional else tp
+    if optional and base in (int, float, str):  # `--name none` clears an optional value set by a recipe
+        kwargs.update(type=_none_or(base), metavar=base.__name__.upper())
+    elif base is bool:
         kwargs["action"] = argparse.BooleanOptionalAction
     elif typing.get_origin(base) is Literal:
         kwargs["choices"] = typing.get_args(base)
@@ -132,6 +135,14 @@ def _add_flag(parser: argparse.ArgumentParser, field: dataclasses.Field, tp: Any
     else:
         kwargs["type"] = base
     parser.add_argument(f"--{field.name}", **kwargs)
+
+
+def _none_or(base: type):
+    def parse(text: str):
+        return None if text.lower() in ("none", "null") else base(text)
+
+    parse.__name__ = base.__name__  # argparse names the type in its error messages
+    return parse
 
 
 def build_parser(cls: type, description: str) -> argparse.ArgumentParser:
@@ -152,3 +163,14 @@ def parse_config(cls: type[T], argv: list[str] | None, description: str) -> T:
     data = load_yaml(recipe) if recipe else {}
     data.update(namespace)  # only flags actually given are present (default=SUPPRESS)
     return from_dict(cls, data)
+
+
+def markdown_table(cls: type) -> str:
+    """A Markdown table of a config's options (flag, type, default, help) for the docs."""
+    hints = typing.get_type_hints(cls)
+    rows = ["| option | type | default | description |", "|---|---|---|---|"]
+    for f in dataclasses.fields(cls):
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        name = f"`--{f.name}`" if f.metadata.get("cli", True) else f"`{f.name}` (recipe only)"
+        rows.append(f"| {name} | {_type_name(hints[f.name])} | `{default}` | {f.metadata.get('help', '')} |")
+    return "\n".join(rows)

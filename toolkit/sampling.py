@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import numpy as np
 import torch
 from diffusers import (
     DDIMScheduler,
-    DDPMPipeline,
     DDPMScheduler,
     DPMSolverMultistepScheduler,
     UNet2DModel,
     UniPCMultistepScheduler,
 )
 from PIL import Image
+from tqdm.auto import tqdm
 
-# Solvers whose initial noise scale is 1, so DDPMPipeline's loop drives them unchanged.
 SCHEDULERS = {
     "ddpm": DDPMScheduler,
     "ddim": DDIMScheduler,
@@ -25,27 +25,47 @@ SCHEDULERS = {
 }
 
 
-def make_scheduler(name: str, train_config: dict):
-    """A sampling scheduler `name` built from the training scheduler's config (same betas and prediction type)."""
+def make_scheduler(name: str, train_config: dict, pixel_space: bool = True):
+    """A sampling scheduler `name` built from the training scheduler's config (same betas and prediction type).
+
+    In pixel space the multistep solvers use dynamic thresholding (as diffusers recommends for DPM-Solver++ and
+    UniPC on pixel-space models): without it, x0 estimates at high noise can leave [-1, 1] and the solver diverges.
+    """
     if name not in SCHEDULERS:
         raise ValueError(f"unknown scheduler {name!r}; choose from {sorted(SCHEDULERS)}")
-    return SCHEDULERS[name].from_config(train_config)
+    overrides = {"thresholding": True, "sample_max_value": 1.0} if pixel_space and name in ("dpm", "unipc") else {}
+    return SCHEDULERS[name].from_config(train_config, **overrides)
+
+
+@torch.no_grad()
+def denoise(unet: UNet2DModel, scheduler, noise: torch.Tensor, num_inference_steps: int,
+            generator: torch.Generator, progress: bool = False) -> torch.Tensor:
+    """Run `scheduler` from `noise` (B, C, H, W) to images in [-1, 1]."""
+    scheduler.set_timesteps(num_inference_steps, device=noise.device)
+    # Only the stochastic solvers (DDPM, DDIM with eta) take a generator: pass it where `step` accepts one.
+    extra = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    x = noise * scheduler.init_noise_sigma
+    for t in tqdm(scheduler.timesteps, desc="sampling", leave=False, disable=not progress):
+        model_in = scheduler.scale_model_input(x, t)
+        x = scheduler.step(unet(model_in, t).sample, t, x, **extra).prev_sample
+    return x
 
 
 @torch.no_grad()
 def generate(unet: UNet2DModel, scheduler, num_images: int, num_inference_steps: int, seed: int,
              batch_size: int = 16, resolution: int | None = None, progress: bool = False) -> np.ndarray:
     """Sample `num_images` images as uint8 (N, H, W, 3); the same seed gives the same images."""
-    pipe = DDPMPipeline(unet=unet, scheduler=scheduler)
-    pipe.set_progress_bar_config(disable=not progress)
-    if resolution is not None and resolution != unet.config.sample_size:
-        unet.register_to_config(sample_size=resolution)
+    size = resolution or unet.config.sample_size
+    param = next(unet.parameters())
     chunks = []
     for start in range(0, num_images, batch_size):
         n = min(batch_size, num_images - start)
         generator = torch.Generator(device="cpu").manual_seed(seed + start)
-        out = pipe(batch_size=n, generator=generator, num_inference_steps=num_inference_steps, output_type="np")
-        chunks.append((out.images * 255).round().astype(np.uint8))  # (n, H, W, 3) in [0, 1] -> uint8
+        noise = torch.randn((n, unet.config.out_channels, size, size), generator=generator)
+        x = denoise(unet, scheduler, noise.to(param.device, param.dtype), num_inference_steps, generator,
+                    progress=progress)
+        images = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # [-1, 1] -> uint8
+        chunks.append(images.permute(0, 2, 3, 1).cpu().numpy())  # (n, 3, H, W) -> (n, H, W, 3)
     return np.concatenate(chunks)
 
 

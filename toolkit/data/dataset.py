@@ -208,7 +208,11 @@ def _open_hub_dataset(name: str, config_name: str | None, column: str) -> HubDat
     import datasets
 
     try:
-        dataset = datasets.load_dataset(name, config_name, split="train")
+        if (Path(name) / "state.json").is_file() or (Path(name) / "dataset_dict.json").is_file():
+            dataset = datasets.load_from_disk(name)  # written by save_to_disk
+            dataset = dataset["train"] if isinstance(dataset, datasets.DatasetDict) else dataset
+        else:
+            dataset = datasets.load_dataset(name, config_name, split="train")
     except (FileNotFoundError, ValueError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as e:
         raise UserError(f"could not load dataset {name!r}: {e}") from None
     if column not in dataset.column_names:

@@ -36,7 +36,7 @@ from toolkit.errors import UserError
 from toolkit.sampling import generate, make_grid, make_scheduler
 from toolkit.training.checkpoints import load_checkpoint, remove_partial, resolve_resume, save_checkpoint
 from toolkit.training.losses import sample_noise, snr_weights, training_target, weighted_mse
-from toolkit.training.precision import resolve_mixed_precision
+from toolkit.training.precision import resolve_mixed_precision, set_cpu_threads
 
 
 class TrainingDiverged(UserError):
@@ -78,6 +78,8 @@ def make_accelerator(cfg: TrainUNetConfig, out: Path) -> tuple[Accelerator, str]
     accelerator = Accelerator(mixed_precision=precision, log_with=trackers, project_config=project)
     if cfg.allow_tf32 and device_type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
+    if device_type == "cpu":
+        accelerator.print(set_cpu_threads(cfg.num_cpu_threads, accelerator.num_processes))
     return accelerator, reason
 
 
@@ -168,7 +170,10 @@ def train_step(run: Run, micro_batches: list[torch.Tensor], step: int) -> tuple[
             acc.backward(loss)
         total += loss.item()
     if not math.isfinite(total):
-        raise TrainingDiverged(f"loss became {total} at step {step + 1}; nothing was saved for this step")
+        kept = resolve_resume(run.out / "checkpoints", "latest")
+        raise TrainingDiverged(
+            f"loss became {total} at step {step + 1}: stopped without saving this step. Last good checkpoint: "
+            f"{kept or 'none yet'}. Try a lower --learning_rate, --max_grad_norm 1, or --mixed_precision no.")
     grad_norm = acc.clip_grad_norm_(run.unet.parameters(), cfg.max_grad_norm or float("inf"))
     run.optimizer.step()
     run.lr_scheduler.step()
@@ -223,12 +228,15 @@ def train(cfg: TrainUNetConfig) -> RunSummary:
     run.source_name, run.skipped = source_name, list(images.skipped)
     save_yaml(cfg, out / "config.yaml")
     init_trackers(accelerator, cfg)
-    step, resumed_from = _maybe_resume(run)
-    summary = _loop(run, images, step)
-    summary.resumed_from, summary.mixed_precision = resumed_from, f"{accelerator.mixed_precision} ({precision_reason})"
-    save_pipeline(run.accelerator, run.unet, run.ema, run.noise_scheduler, out, stages[-1].resolution)
-    summary.samples = str(validate(run, run.total_steps, stages[-1].resolution, name="final"))
-    accelerator.end_training()
+    try:
+        step, resumed_from = _maybe_resume(run)
+        summary = _loop(run, images, step)
+        summary.resumed_from = resumed_from
+        summary.mixed_precision = f"{accelerator.mixed_precision} ({precision_reason})"
+        save_pipeline(run.accelerator, run.unet, run.ema, run.noise_scheduler, out, stages[-1].resolution)
+        summary.samples = str(validate(run, run.total_steps, stages[-1].resolution, name="final"))
+    finally:
+        accelerator.end_training()  # flush the trackers, also when the run stops on an error
     write_summary(summary, out)
     return summary
 

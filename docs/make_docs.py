@@ -1,0 +1,33 @@
+"""Regenerate the option tables in docs/ from the config dataclasses: python docs/make_docs.py"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from toolkit.config import markdown_table
+from toolkit.ddpm.config import TrainUNetConfig
+from toolkit.sample import SampleConfig
+
+HEADER = """# `train_unet.py` options
+
+Generated from `toolkit/ddpm/config.py` by `python docs/make_docs.py`. Every option works as a command-line flag
+(`--name value`; booleans as `--name` / `--no-name`) and as a key in a recipe YAML (`--config recipe.yaml`). Flags
+given on the command line override the recipe. An unknown key or a value of the wrong type is an error that names
+the key.
+
+"""
+
+SAMPLE = """
+
+# `python -m toolkit.sample` options
+
+"""
+
+
+def render() -> str:
+    """The whole options page."""
+    return HEADER + markdown_table(TrainUNetConfig) + SAMPLE + markdown_table(SampleConfig) + "\n"
+
+
+if __name__ == "__main__":
+    (Path(__file__).parent / "train_unet.md").write_text(render())

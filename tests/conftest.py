@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny, fast training arguments and one trained run reused by read-only tests."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+
+def tiny_argv(output_dir, **overrides) -> list[str]:
+    """Command-line flags for a seconds-long run: tiny UNet, 16 px, a handful of synthetic figures, fp32."""
+    flags = {
+        "output_dir": str(output_dir), "model_preset": "tiny", "resolution": 16, "train_batch_size": 4,
+        "num_figures": 12, "max_train_steps": 4, "validation_steps": 100, "checkpointing_steps": 100,
+        "num_validation_images": 4, "num_inference_steps": 3, "mixed_precision": "no", "report_to": "none",
+        "num_cpu_threads": 2,
+    }
+    flags.update(overrides)
+    argv = []
+    for key, value in flags.items():
+        if value is True:
+            argv.append(f"--{key}")
+        elif value is False:
+            argv.append(f"--no-{key}")
+        else:
+            argv += [f"--{key}", str(value)]
+    return argv
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory):
+    """One finished tiny run with TensorBoard logs (read-only for the tests that use it)."""
+    from toolkit.train_unet import main
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    assert main(tiny_argv(out, report_to="tensorboard", validation_steps=2, checkpointing_steps=2)) == 0
+    return out
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate_state():
+    """Accelerate keeps process-wide singleton state; reset it so in-process runs can use other precisions."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)

@@ -1,0 +1,107 @@
+"""Config loading, recipe < flag precedence, and errors that name the key."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from toolkit.config import ConfigError, from_dict, parse_config, save_yaml
+from toolkit.ddpm.config import TrainUNetConfig
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def parse(argv):
+    return parse_config(TrainUNetConfig, argv, "test")
+
+
+def test_defaults_are_valid():
+    cfg = parse([])
+    assert cfg.model_preset == "small" and cfg.resolution == 32 and cfg.use_ema and cfg.stages == []
+
+
+def test_recipe_then_flags_override(tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("resolution: 64\nlearning_rate: 1.0e-4\nuse_ema: true\n")
+    cfg = parse(["--config", str(recipe), "--resolution", "48", "--no-use_ema"])
+    assert cfg.resolution == 48 and cfg.learning_rate == 1e-4 and cfg.use_ema is False
+
+
+def test_int_accepted_where_float_expected():
+    assert from_dict(TrainUNetConfig, {"learning_rate": 1}).learning_rate == 1.0
+
+
+def test_unknown_key_is_named_with_suggestion():
+    with pytest.raises(ConfigError, match="unknown config key 'learning_rat'.*did you mean 'learning_rate'"):
+        from_dict(TrainUNetConfig, {"learning_rat": 1e-4})
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match="train_batch_size: expected int, got 'eight'"):
+        from_dict(TrainUNetConfig, {"train_batch_size": "eight"})
+    with pytest.raises(ConfigError, match="use_ema: expected bool"):
+        from_dict(TrainUNetConfig, {"use_ema": 1})
+
+
+def test_nested_stage_errors_name_the_path():
+    with pytest.raises(ConfigError, match=r"stages\[1\].resolution: expected int"):
+        from_dict(TrainUNetConfig, {"stages": [{"resolution": 32, "steps": 5}, {"resolution": "big", "steps": 5}]})
+    with pytest.raises(ConfigError, match=r"unknown config key 'stages\[0\].step'"):
+        from_dict(TrainUNetConfig, {"stages": [{"resolution": 32, "step": 5}]})
+
+
+def test_literal_choices_and_value_checks():
+    with pytest.raises(ConfigError, match="prediction_type"):
+        from_dict(TrainUNetConfig, {"prediction_type": "noise"})
+    with pytest.raises(ConfigError, match="resolution must be >= 1"):
+        from_dict(TrainUNetConfig, {"resolution": 0})
+    with pytest.raises(ConfigError, match="either train_data_dir or dataset_name"):
+        from_dict(TrainUNetConfig, {"train_data_dir": "a", "dataset_name": "b"})
+    with pytest.raises(ConfigError, match="hub_model_id"):
+        from_dict(TrainUNetConfig, {"push_to_hub": True})
+
+
+def test_bad_recipe_files(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        parse(["--config", str(tmp_path / "missing.yaml")])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("resolution: [64\n")
+    with pytest.raises(ConfigError, match="bad.yaml: invalid YAML"):
+        parse(["--config", str(bad)])
+    bad.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        parse(["--config", str(bad)])
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = from_dict(TrainUNetConfig, {"stages": [{"resolution": 32, "steps": 5}], "snr_gamma": 5})
+    save_yaml(cfg, tmp_path / "config.yaml")
+    assert parse(["--config", str(tmp_path / "config.yaml")]) == cfg
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_recipes_parse(recipe):
+    if recipe.name.startswith("pose_lora"):
+        pytest.skip("pose LoRA recipes belong to train_pose_lora.py")
+    parse(["--config", str(recipe)])
+
+
+def test_options_page_is_up_to_date():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_docs", RECIPES.parent / "docs" / "make_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = (RECIPES.parent / "docs" / "train_unet.md").read_text()
+    assert page == module.render(), "docs/train_unet.md is stale: run python docs/make_docs.py"
+
+
+def test_optional_values_can_be_cleared(tmp_path):
+    assert parse([]).snr_gamma == 5.0
+    assert parse(["--snr_gamma", "none"]).snr_gamma is None
+    assert parse(["--snr_gamma", "2.5"]).snr_gamma == 2.5
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("snr_gamma: null\ncheckpoints_total_limit: 7\n")
+    cfg = parse(["--config", str(recipe), "--checkpoints_total_limit", "none"])
+    assert cfg.snr_gamma is None and cfg.checkpoints_total_limit is None

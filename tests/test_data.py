@@ -1,0 +1,143 @@
+"""The data pipeline: image modes, folder scanning, corrupt files, deterministic batches."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from toolkit.data.dataset import (
+    FolderSource,
+    MicroBatches,
+    augment,
+    batch_indices,
+    build_train_images,
+    open_source,
+)
+from toolkit.data.images import list_image_files, to_rgb
+from toolkit.errors import UserError
+
+
+def write_images(folder, n, size=(20, 12)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"{i}.png")
+
+
+def test_to_rgb_modes():
+    grey = to_rgb(Image.new("L", (4, 4), 100))
+    assert grey.mode == "RGB" and grey.getpixel((0, 0)) == (100, 100, 100)
+    sixteen = to_rgb(Image.fromarray(np.full((4, 4), 65535, dtype=np.uint16)))  # 16-bit grey, full white
+    assert sixteen.getpixel((0, 0)) == (255, 255, 255)
+    half = to_rgb(Image.fromarray(np.full((4, 4), 32896, dtype=np.uint16)))
+    assert half.getpixel((0, 0)) == (128, 128, 128)
+    clear = to_rgb(Image.new("RGBA", (4, 4), (10, 20, 30, 0)))  # transparent -> white background
+    assert clear.getpixel((0, 0)) == (255, 255, 255)
+    palette = Image.new("P", (4, 4), 0)
+    palette.putpalette([200, 10, 10] + [0] * 765)
+    assert to_rgb(palette).getpixel((0, 0)) == (200, 10, 10)
+    assert to_rgb(Image.new("CMYK", (4, 4), (0, 0, 0, 0))).getpixel((0, 0)) == (255, 255, 255)
+
+
+def test_list_images_recursive_and_metadata(tmp_path):
+    write_images(tmp_path / "a", 2)
+    write_images(tmp_path / "b" / "c", 3)
+    (tmp_path / "notes.txt").write_text("not an image")
+    assert len(list_image_files(tmp_path)) == 5
+    (tmp_path / "metadata.jsonl").write_text(json.dumps({"file_name": "a/0.png", "text": "x"}) + "\n")
+    assert [p.name for p in list_image_files(tmp_path)] == ["0.png"]
+
+
+def test_paths_cannot_escape_the_root(tmp_path):
+    root = tmp_path / "data"
+    write_images(root, 1)
+    write_images(tmp_path / "outside", 1)
+    (root / "metadata.jsonl").write_text(json.dumps({"file_name": "../outside/0.png"}) + "\n")
+    with pytest.raises(UserError, match="outside the dataset root"):
+        list_image_files(root)
+    (root / "metadata.jsonl").unlink()
+    os.symlink(tmp_path / "outside" / "0.png", root / "link.png")
+    assert [p.name for p in list_image_files(root)] == ["0.png"]  # the symlink out of the root is ignored
+
+
+def test_bad_metadata_line_is_named(tmp_path):
+    write_images(tmp_path, 1)
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "0.png"}\n{"text": "no file"}\n')
+    with pytest.raises(UserError, match="metadata.jsonl:2"):
+        list_image_files(tmp_path)
+
+
+def test_corrupt_files_are_skipped_and_counted(tmp_path):
+    write_images(tmp_path, 3)
+    (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    images = build_train_images(FolderSource(list_image_files(tmp_path)), 8, True, "auto")
+    assert len(images) == 3
+    assert sorted(os.path.basename(s) for s in images.skipped) == ["broken.png", "empty.jpg"]
+    assert images.get(0).shape == (3, 8, 8) and images.get(0).dtype == torch.uint8
+
+
+def test_empty_and_unreadable_datasets_are_clear_errors(tmp_path):
+    with pytest.raises(UserError, match="not found or not a folder"):
+        open_source(str(tmp_path / "nope"), None, None, "image", 1, 8, 0)
+    with pytest.raises(UserError, match="no image files"):
+        open_source(str(tmp_path), None, None, "image", 1, 8, 0)
+    (tmp_path / "bad.png").write_bytes(b"nope")
+    with pytest.raises(UserError, match="none of the 1 images could be read"):
+        build_train_images(FolderSource(list_image_files(tmp_path)), 8, True, "auto")
+
+
+def test_short_side_resize_keeps_aspect_for_random_crops(tmp_path):
+    write_images(tmp_path, 1, size=(40, 20))
+    images = build_train_images(FolderSource(list_image_files(tmp_path)), 10, False, "always")
+    assert images.get(0).shape == (3, 10, 20)
+    batch = augment([images.get(0)], 10, True, torch.Generator().manual_seed(0))
+    assert batch.shape == (1, 3, 10, 10) and batch.min() >= -1 and batch.max() <= 1
+
+
+def test_batch_indices_cover_each_epoch_and_are_deterministic():
+    stream = sum((batch_indices(10, 4, seed=3, batch_number=k) for k in range(5)), [])  # 20 = two epochs
+    assert sorted(stream[:10]) == list(range(10)) and sorted(stream[10:]) == list(range(10))
+    assert stream[:10] != stream[10:]  # a new permutation each epoch
+    assert batch_indices(10, 4, 3, 2) == stream[8:12]  # crosses the epoch boundary consistently
+
+
+def test_micro_batches_are_pure_functions_of_k_and_cache_independent(tmp_path):
+    write_images(tmp_path, 5)
+    files = list_image_files(tmp_path)
+    cached = build_train_images(FolderSource(files), 8, True, "always")
+    lazy = build_train_images(FolderSource(files), 8, True, "never")
+    assert lazy.cached is None
+    a, b = MicroBatches(cached, 3, 0, True), MicroBatches(lazy, 3, 0, True)
+    assert torch.equal(a[7][0], b[7][0]) and torch.equal(a[7][0], a[7][0])
+    assert not torch.equal(a[7][0], a[8][0])
+
+
+def test_flip_mirrors_pixels():
+    img = torch.arange(3 * 2 * 2, dtype=torch.uint8).reshape(3, 2, 2)  # square: no crop, only the flip varies
+    plain = img.float().div(127.5).sub(1)[None]
+    outs = [augment([img], 2, True, torch.Generator().manual_seed(s)) for s in range(20)]
+    assert all(torch.equal(o, plain) or torch.equal(o, plain.flip(-1)) for o in outs)
+    assert any(torch.equal(o, plain.flip(-1)) for o in outs) and any(torch.equal(o, plain) for o in outs)
+    assert torch.equal(augment([img], 2, False, torch.Generator().manual_seed(0)), plain)
+
+
+def test_dataset_name_local_imagefolder_and_saved_dataset(tmp_path):
+    import datasets
+
+    write_images(tmp_path / "folder", 3)
+    source, name = open_source(None, str(tmp_path / "folder"), None, "image", 1, 8, 0)
+    assert len(source) == 3 and source.load(0).mode == "RGB"
+    saved = tmp_path / "saved"
+    ds = datasets.Dataset.from_dict({"picture": [Image.new("L", (9, 9), 7)] * 2},
+                                    features=datasets.Features({"picture": datasets.Image()}))
+    ds.save_to_disk(str(saved))
+    source, _ = open_source(None, str(saved), None, "picture", 1, 8, 0)
+    assert len(source) == 2 and source.load(1).getpixel((0, 0)) == (7, 7, 7)
+    with pytest.raises(UserError, match="no column 'image'"):
+        open_source(None, str(saved), None, "image", 1, 8, 0)
