@@ -121,9 +121,9 @@ def main(argv: list[str] | None = None) -> None:
                 steps = 1 if args.quick else (2 if preset == "ddpm" else 5)
                 train_rows.append(in_child({"kind": "bare", "preset": preset, "resolution": resolution,
                                             "precision": precision, "batch": 16, "steps": steps}))
-    bare32 = in_child({"kind": "bare", "preset": "small", "resolution": 32, "precision": "bf16", "batch": 32,
-                       "steps": 3 if args.quick else 20})
-    loop = in_child({"kind": "loop", "steps": 3 if args.quick else 100})
+    loop = in_child({"kind": "loop", "steps": 3 if args.quick else 200})  # the no-argument defaults
+    bare32 = in_child({"kind": "bare", "preset": "small", "resolution": 32, "precision": "bf16",
+                       "batch": loop["batch"], "steps": 3 if args.quick else 40})
     loop |= {"bare_img_per_s": bare32["img_per_s"],
              "overhead_pct": round(100 * (bare32["img_per_s"] / loop["loop_img_per_s"] - 1), 1)}
     runs = [("ddpm", 1000), ("ddim", 50), ("dpm", 20)] if not args.quick else [("dpm", 2)]

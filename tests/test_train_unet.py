@@ -33,7 +33,7 @@ def assert_same_weights(a, b):
 def test_run_leaves_pipeline_samples_logs_config_and_summary(trained_run):
     out = trained_run
     for name in ("model_index.json", UNET_FILE, "scheduler/scheduler_config.json", "config.yaml", "summary.json",
-                 "samples/final.png", "samples/step_000002.png"):
+                 "samples/final.png", "samples/step_000002.png", "loss.png"):
         assert (out / name).is_file(), name
     assert list((out / "logs").rglob("events.out.tfevents.*")), "no TensorBoard event file"
     summary = json.loads((out / "summary.json").read_text())
@@ -63,6 +63,9 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     assert_same_weights(straight / "checkpoints/checkpoint-6", resumed / "checkpoints/checkpoint-6")  # raw weights
     summary = json.loads((resumed / "summary.json").read_text())
     assert summary["start_step"] == 3 and summary["resumed_from"].endswith("checkpoint-3")
+    history = [json.loads((run / "checkpoints/checkpoint-6/trainer_state.json").read_text())["loss_history"]
+               for run in (straight, resumed)]
+    assert len(history[0]) == 6 and history[0] == history[1]  # the same losses, step for step
 
 
 def test_resume_latest_without_checkpoint_starts_fresh(tmp_path, capsys):
@@ -165,3 +168,12 @@ def test_only_trainable_unet_weights_change(tmp_path):
     assert main(tiny_argv(out, max_train_steps=2, use_ema=False, checkpointing_steps=1)) == 0
     first, last = weights(out / "checkpoints/checkpoint-1"), weights(out / "checkpoints/checkpoint-2")
     assert any(not torch.equal(first[k], last[k]) for k in first)
+
+
+def test_a_fresh_run_never_mixes_with_an_earlier_runs_checkpoints(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_argv(out, max_train_steps=2, checkpointing_steps=1)) == 0
+    assert main(tiny_argv(out, max_train_steps=2, checkpointing_steps=1)) == 2
+    assert "already holds checkpoints of an earlier run" in capsys.readouterr().err
+    assert main(tiny_argv(out, max_train_steps=1, checkpointing_steps=1, overwrite_output_dir=True)) == 0
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-1"]

@@ -88,6 +88,7 @@ class TrainUNetConfig:
     checkpointing_steps: int = option(250, "save a resumable checkpoint every N steps")
     checkpoints_total_limit: int | None = option(3, "keep at most N checkpoints (oldest removed)")
     resume_from_checkpoint: str | None = option(None, "'latest' or a checkpoint folder to continue from")
+    overwrite_output_dir: bool = option(False, "start fresh even if output_dir holds checkpoints of an earlier run")
     report_to: Literal["tensorboard", "wandb", "all", "none"] = option("tensorboard", "experiment tracker")
     logging_dir: str = option("logs", "tracker folder, relative to output_dir")
     # --- hub

@@ -32,10 +32,12 @@ class RunSummary:
     samples: str = ""
     resumed_from: str | None = None
     mixed_precision: str = ""
+    loss_history: list[float] = field(default_factory=list)  # per step, since step 0 (kept across resumes)
 
     def add_step(self, loss: float, seconds: float, images: int) -> None:
         """Record one optimiser step; the loss is smoothed with an EMA of 0.9 (first step taken as is)."""
         self.smoothed_loss = loss if self.steps_done == 0 else 0.9 * self.smoothed_loss + 0.1 * loss
+        self.loss_history.append(round(loss, 6))
         self.steps_done += 1
         self.images_seen += images
         self.train_seconds += seconds
@@ -68,9 +70,32 @@ class RunSummary:
 
 
 def write_summary(summary: RunSummary, out: Path) -> None:
-    """summary.json with the run's figures."""
+    """summary.json with the run's figures (the per-step losses go to loss.png instead)."""
     data = asdict(summary) | {"images_per_second": round(summary.images_per_second, 3)}
+    data.pop("loss_history")
     (out / "summary.json").write_text(json.dumps(data, indent=2))
+    plot_loss(summary.loss_history, out / "loss.png")
+
+
+def plot_loss(losses: list[float], path: Path) -> None:
+    """The training loss per step (light) and its moving average (dark) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    if not losses:
+        return
+    window = max(1, len(losses) // 50)
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="loss")
+    ax.plot(np.arange(len(smooth)) + window - 1, smooth, color="tab:blue", label=f"mean of {window}")
+    ax.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 def init_trackers(accelerator, cfg) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +35,13 @@ from toolkit.ddpm.outputs import (
 )
 from toolkit.errors import UserError
 from toolkit.sampling import generate, make_grid, make_scheduler
-from toolkit.training.checkpoints import load_checkpoint, remove_partial, resolve_resume, save_checkpoint
+from toolkit.training.checkpoints import (
+    list_checkpoints,
+    load_checkpoint,
+    remove_partial,
+    resolve_resume,
+    save_checkpoint,
+)
 from toolkit.training.losses import sample_noise, snr_weights, training_target, weighted_mse
 from toolkit.training.precision import resolve_mixed_precision, set_cpu_threads
 
@@ -229,8 +236,8 @@ def train(cfg: TrainUNetConfig) -> RunSummary:
     save_yaml(cfg, out / "config.yaml")
     init_trackers(accelerator, cfg)
     try:
-        step, resumed_from = _maybe_resume(run)
-        summary = _loop(run, images, step)
+        step, resumed_from, history = _maybe_resume(run)
+        summary = _loop(run, images, step, history)
         summary.resumed_from = resumed_from
         summary.mixed_precision = f"{accelerator.mixed_precision} ({precision_reason})"
         save_pipeline(run.accelerator, run.unet, run.ema, run.noise_scheduler, out, stages[-1].resolution)
@@ -241,22 +248,38 @@ def train(cfg: TrainUNetConfig) -> RunSummary:
     return summary
 
 
-def _maybe_resume(run: Run) -> tuple[int, str | None]:
+def _maybe_resume(run: Run) -> tuple[int, str | None, list[float]]:
+    """(step, checkpoint path, loss history) to continue from; (0, None, []) for a fresh run."""
     ckpt_root = run.out / "checkpoints"
     remove_partial(ckpt_root)
     path = resolve_resume(ckpt_root, run.cfg.resume_from_checkpoint)
     if run.cfg.resume_from_checkpoint == "latest" and path is None:
         run.accelerator.print(f"no checkpoint in {ckpt_root} yet: starting a new run")
     if path is None:
-        return 0, None
+        _refuse_to_mix_runs(run, ckpt_root)
+        return 0, None, []
     state = load_checkpoint(run.accelerator, path)
     run.accelerator.print(f"resumed from {path} at step {state['global_step']}")
-    return int(state["global_step"]), str(path)
+    return int(state["global_step"]), str(path), list(state.get("loss_history", []))
 
 
-def _loop(run: Run, images: TrainImages, step: int) -> RunSummary:
+def _refuse_to_mix_runs(run: Run, ckpt_root: Path) -> None:
+    """A fresh run must not rotate away, or later resume from, another run's checkpoints."""
+    old = list_checkpoints(ckpt_root)
+    if not old:
+        return
+    if not run.cfg.overwrite_output_dir:
+        raise UserError(f"{run.out} already holds checkpoints of an earlier run ({old[-1].name}): pass "
+                        "--resume_from_checkpoint latest to continue it, --overwrite_output_dir to start over, "
+                        "or another --output_dir")
+    for path in old:
+        shutil.rmtree(path)
+
+
+def _loop(run: Run, images: TrainImages, step: int, history: list[float]) -> RunSummary:
     cfg, acc = run.cfg, run.accelerator
-    summary = RunSummary(output_dir=str(run.out), total_steps=run.total_steps, start_step=step, data=run.source_name)
+    summary = RunSummary(output_dir=str(run.out), total_steps=run.total_steps, start_step=step, data=run.source_name,
+                         loss_history=history)
     bar = tqdm(total=run.total_steps, initial=step, desc="training", disable=not acc.is_local_main_process)
     stage_start = 0
     for index, stage in enumerate(run.stages):
@@ -291,8 +314,8 @@ def _run_stage(run: Run, index: int, images: TrainImages, step: int, stage_start
         bar.update(1)
         bar.set_postfix(loss=f"{summary.smoothed_loss:.4f}", img_s=f"{summary.last_rate:.1f}")
         if step % cfg.checkpointing_steps == 0 or step == run.total_steps:
-            save_checkpoint(acc, run.out / "checkpoints", step, {"loss": summary.smoothed_loss},
-                            cfg.checkpoints_total_limit)
+            state = {"loss": summary.smoothed_loss, "loss_history": summary.loss_history}
+            save_checkpoint(acc, run.out / "checkpoints", step, state, cfg.checkpoints_total_limit)
         if step % cfg.validation_steps == 0 and step != run.total_steps:
             validate(run, step, stage.resolution)
         tick = time.perf_counter()
