@@ -1,0 +1,117 @@
+"""Pose detection from photos, offline: a small backend interface and the MediaPipe backend.
+
+MediaPipe (`pip install 'anatomy-toolkit[pose]'`, mediapipe==0.10.14) uses the legacy `solutions.pose` graph with
+`model_complexity=1`, the only pose model whose weights ship inside the wheel (0 and 2 try to download theirs).
+It finds at most ONE person per image. Test-time options, each measured in docs/poses.md rather than assumed:
+- `min_size`: upscale images whose short side is smaller, so that small people are found;
+- `flip_average`: also detect on the mirrored image and average the two (left/right swapped back);
+- `person_crop`: a second pass on a square crop around the first detection, so the person fills the input.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+from PIL import Image
+
+from toolkit.errors import UserError
+from toolkit.pose.convert import mediapipe33_to_openpose18
+from toolkit.pose.keypoints import Person, Pose, flip_person
+
+
+class PoseDetector(Protocol):
+    """Anything that turns an RGB uint8 image (H, W, 3) into a Pose in that image's pixels."""
+
+    def __call__(self, image: np.ndarray) -> Pose: ...
+
+
+def _import_mediapipe():
+    try:
+        import mediapipe
+    except ImportError:
+        raise UserError("pose detection needs MediaPipe: pip install 'anatomy-toolkit[pose]' "
+                        "(mediapipe==0.10.14, Python <= 3.12)") from None
+    return mediapipe
+
+
+@dataclass
+class MediaPipeOptions:
+    """Test-time options of the MediaPipe backend."""
+
+    min_detection_confidence: float = 0.3
+    min_size: int = 256
+    flip_average: bool = False
+    person_crop: bool = False
+    crop_margin: float = 0.25
+
+
+class MediaPipeDetector:
+    """Body-18 keypoints from MediaPipe Pose (one person per image), fully offline."""
+
+    def __init__(self, options: MediaPipeOptions | None = None):
+        self.options = options or MediaPipeOptions()
+        mp = _import_mediapipe()
+        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False,
+                                            min_detection_confidence=self.options.min_detection_confidence)
+
+    def close(self) -> None:
+        """Release MediaPipe's graph."""
+        self._pose.close()
+
+    def _raw(self, image: np.ndarray) -> np.ndarray | None:
+        """Body-18 (18, 3) in `image` pixels from one MediaPipe pass, upscaling small images; None if no person."""
+        h, w = image.shape[:2]
+        scale = max(1.0, self.options.min_size / min(h, w))
+        if scale > 1.0:
+            size = (round(w * scale), round(h * scale))
+            image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
+        result = self._pose.process(np.ascontiguousarray(image))
+        if result.pose_landmarks is None:
+            return None
+        hs, ws = image.shape[:2]
+        marks = np.array([(m.x * ws / scale, m.y * hs / scale, m.visibility) for m in result.pose_landmarks.landmark])
+        return mediapipe33_to_openpose18(marks)  # (33, 3) -> (18, 3)
+
+    def _with_flip(self, image: np.ndarray) -> np.ndarray | None:
+        body = self._raw(image)
+        if not self.options.flip_average:
+            return body
+        mirrored = self._raw(image[:, ::-1])
+        if mirrored is None or body is None:
+            return body if mirrored is None else flip_person(Person(mirrored), image.shape[1]).body
+        back = flip_person(Person(mirrored), image.shape[1]).body
+        weights = np.stack([body[:, 2], back[:, 2]])  # (2, 18) visibilities as weights
+        total = np.maximum(weights.sum(0), 1e-9)
+        xy = (body[:, :2] * weights[0, :, None] + back[:, :2] * weights[1, :, None]) / total[:, None]
+        return np.concatenate([xy, weights.mean(0)[:, None]], axis=1)
+
+    def _crop_pass(self, image: np.ndarray, body: np.ndarray) -> np.ndarray:
+        found = body[body[:, 2] > 0.3]
+        if len(found) < 4:
+            return body
+        (x0, y0), (x1, y1) = found[:, :2].min(0), found[:, :2].max(0)
+        side = max(x1 - x0, y1 - y0) * (1 + 2 * self.options.crop_margin)
+        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+        h, w = image.shape[:2]
+        left, top = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+        right, bottom = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
+        if (right - left) * (bottom - top) > 0.8 * w * h:  # the person already fills the image
+            return body
+        cropped = self._with_flip(image[top:bottom, left:right])
+        if cropped is None:
+            return body
+        cropped[:, 0] += left
+        cropped[:, 1] += top
+        return cropped
+
+    def __call__(self, image: np.ndarray) -> Pose:
+        """Detect the (single) person in an RGB uint8 image (H, W, 3)."""
+        h, w = image.shape[:2]
+        body = self._with_flip(image)
+        if body is None:
+            return Pose(w, h, [])
+        if self.options.person_crop:
+            body = self._crop_pass(image, body)
+        return Pose(w, h, [Person(body)])
