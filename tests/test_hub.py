@@ -29,7 +29,7 @@ def test_dry_run_writes_exactly_the_upload_folder(tmp_path, monkeypatch, capsys)
     stage = out / "hub_upload"
     names = sorted(p.relative_to(stage).as_posix() for p in stage.rglob("*") if p.is_file())
     assert "model_index.json" in names and "README.md" in names and "samples/final.png" in names
-    assert "unet/diffusion_pytorch_model.safetensors" in names and "config.yaml" in names
+    assert "unet/diffusion_pytorch_model.safetensors" in names and "config.yaml" in names and "loss.png" in names
     assert not any(n.startswith(("checkpoints/", "logs/")) for n in names)
     meta, text = card_metadata(stage / "README.md")
     assert meta["library_name"] == "diffusers" and meta["pipeline_tag"] == "unconditional-image-generation"

@@ -112,3 +112,23 @@ def test_figures_keypoints_render_as_a_skeleton():
     canvas = render_pose(Pose(128, 128, [Person(fig.keypoints)]))
     x, y = fig.keypoints[1, :2]
     assert tuple(canvas[int(y), int(x)]) == PALETTE_18[1] and (canvas.sum(axis=2) > 0).mean() > 0.02
+
+
+def test_controlnet_aux_keypoints_convert_to_pixels():
+    from collections import namedtuple
+
+    from toolkit.pose.detect import keypoints_from_controlnet_aux
+
+    Keypoint = namedtuple("Keypoint", ["x", "y", "score", "id"], defaults=[1.0, -1])  # controlnet_aux's shape
+    points = [Keypoint(0.5, 0.25), None, Keypoint(-1.0, -1.0), Keypoint(0.1, 0.2, 0.7)]
+    out = keypoints_from_controlnet_aux(points, 200, 100, 18)
+    assert out.shape == (18, 3) and tuple(out[0]) == (100.0, 25.0, 1.0) and tuple(out[3]) == (20.0, 20.0, 0.7)
+    assert out[1, 2] == 0 and out[2, 2] == 0 and keypoints_from_controlnet_aux(None, 1, 1, 21) is None
+
+
+def test_controlnet_aux_backend_errors_are_clear(tmp_path):
+    from toolkit.errors import UserError
+    from toolkit.pose.detect import ControlnetAuxDetector
+
+    with pytest.raises(UserError, match="controlnet-aux|body_pose_model.pth"):
+        ControlnetAuxDetector(str(tmp_path))

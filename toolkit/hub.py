@@ -18,7 +18,8 @@ from toolkit.errors import UserError
 
 UPLOAD_DIR = "hub_upload"
 # What a run folder publishes: the pipeline, its card, the last sample grid and the resolved config.
-PUBLISHED = ["model_index.json", "unet", "scheduler", "README.md", "config.yaml", "summary.json", "samples/final.png"]
+PUBLISHED = ["model_index.json", "unet", "scheduler", "README.md", "config.yaml", "summary.json", "samples/final.png",
+             "loss.png"]
 
 
 @dataclass
@@ -32,6 +33,7 @@ class CardInfo:
     tags: list[str] = field(default_factory=list)
     datasets: list[str] | None = None
     grid: str | None = None  # path of the sample grid inside the repo
+    loss_plot: str | None = None  # path of the loss curve inside the repo
     config: dict | None = None
     figures: dict | None = None
 
@@ -50,6 +52,8 @@ def build_model_card(info: CardInfo) -> ModelCard:
     if info.figures:
         body += ["## Training results", "", "| measure | value |", "|---|---|"]
         body += [f"| {k} | {v} |" for k, v in info.figures.items()] + [""]
+    if info.loss_plot:
+        body += [f"![training loss]({info.loss_plot})", ""]
     if info.config:
         body += ["## Training configuration", "", "```yaml", yaml.safe_dump(info.config, sort_keys=False).strip(),
                  "```", ""]

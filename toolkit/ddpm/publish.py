@@ -27,7 +27,8 @@ def card_info(cfg: TrainUNetConfig, summary: RunSummary) -> CardInfo:
                    "[anatomy-toolkit](https://github.com/) `train_unet.py`.")
     return CardInfo(repo_id=cfg.hub_model_id, pipeline_tag="unconditional-image-generation", license=cfg.hub_license,
                     description=description, tags=["unconditional-image-generation", "ddpm"], datasets=datasets,
-                    grid="samples/final.png", config=to_dict(cfg), figures=figures)
+                    grid="samples/final.png", loss_plot="loss.png", config=to_dict(cfg),
+                    figures=figures)
 
 
 def publish(cfg: TrainUNetConfig, summary: RunSummary) -> str:

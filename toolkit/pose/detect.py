@@ -115,3 +115,46 @@ class MediaPipeDetector:
         if self.options.person_crop:
             body = self._crop_pass(image, body)
         return Pose(w, h, [Person(body)])
+
+
+def keypoints_from_controlnet_aux(points, width: int, height: int, count: int) -> np.ndarray | None:
+    """controlnet_aux keypoints (normalised x, y; None or negative when missing) -> (count, 3) in pixels."""
+    if points is None:
+        return None
+    out = np.zeros((count, 3))
+    for i, kp in enumerate(points[:count]):
+        if kp is not None and kp.x >= 0 and kp.y >= 0:
+            out[i] = (kp.x * width, kp.y * height, getattr(kp, "score", 1.0))
+    return out
+
+
+class ControlnetAuxDetector:
+    """controlnet_aux's OpenposeDetector (CMU OpenPose, several people per image) from a local weights folder.
+
+    The folder holds body_pose_model.pth (and hand_pose_model.pth, facenet.pth), e.g. a download of
+    lllyasviel/Annotators. Nothing is fetched: a missing folder is an error. Note that controlnet_aux unpickles
+    these .pth files itself; only use weights from a source you trust.
+    """
+
+    def __init__(self, weights_dir: str, hands: bool = False, face: bool = False):
+        try:
+            from controlnet_aux import OpenposeDetector
+        except ImportError:
+            raise UserError("the controlnet_aux backend needs `pip install controlnet-aux`") from None
+        from pathlib import Path
+
+        if not (Path(weights_dir) / "body_pose_model.pth").is_file():
+            raise UserError(f"no body_pose_model.pth in {weights_dir} (a local copy of lllyasviel/Annotators)")
+        self._detector = OpenposeDetector.from_pretrained(weights_dir)
+        self.hands, self.face = hands, face
+
+    def __call__(self, image: np.ndarray) -> Pose:
+        """Detect every person in an RGB uint8 image (H, W, 3)."""
+        h, w = image.shape[:2]
+        people = []
+        for result in self._detector.detect_poses(image, include_hand=self.hands, include_face=self.face):
+            body = keypoints_from_controlnet_aux(result.body.keypoints, w, h, 18)
+            people.append(Person(body, keypoints_from_controlnet_aux(result.left_hand, w, h, 21),
+                                 keypoints_from_controlnet_aux(result.right_hand, w, h, 21),
+                                 keypoints_from_controlnet_aux(result.face, w, h, 68)))
+        return Pose(w, h, people)
