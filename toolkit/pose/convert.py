@@ -64,19 +64,19 @@ def mpii16_to_openpose18(points: np.ndarray) -> np.ndarray:
     return _remap(points, MPII_16_TO_18, 16, "MPII-16")
 
 
-def openpose18_to_coco17(body: np.ndarray) -> np.ndarray:
-    """Body-18 -> COCO-17 (the neck is dropped); confidence carried over."""
-    out = np.zeros((17, 3))
-    for target, source in enumerate(COCO_17_TO_18):
+def _invert(body: np.ndarray, table: list[int | None], size: int) -> np.ndarray:
+    out = np.zeros((size, 3))
+    for target, source in enumerate(table):
         if source is not None:
             out[source] = body[target]
     return out
+
+
+def openpose18_to_coco17(body: np.ndarray) -> np.ndarray:
+    """Body-18 -> COCO-17 (the neck is dropped); confidence carried over."""
+    return _invert(body, COCO_17_TO_18, 17)
 
 
 def openpose18_to_lsp14(body: np.ndarray) -> np.ndarray:
     """Body-18 -> the 13 LSP-14 joints body-18 has (the head top, 13, stays missing)."""
-    out = np.zeros((14, 3))
-    for target, source in enumerate(LSP_14_TO_18):
-        if source is not None:
-            out[source] = body[target]
-    return out
+    return _invert(body, LSP_14_TO_18, 14)
