@@ -27,6 +27,7 @@ class PreparePosesConfig:
     flip_average: bool = option(False, "also detect on the mirrored photo and average (about 2x slower)")
     person_crop: bool = option(False, "second pass on a crop around the person (helps small people)")
     min_detection_confidence: float = option(0.3, "MediaPipe's person-detection threshold")
+    hands: bool = option(False, "also detect hands (21 points each, MediaPipe Hands) and draw them")
 
     def __post_init__(self) -> None:
         if self.num_workers < 1 or self.min_joints < 0 or self.min_size < 1:
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(PreparePosesConfig, argv, description=__doc__.splitlines()[0])
     pose_filter = PoseFilter(cfg.joint_threshold, cfg.min_joints, cfg.min_mean_confidence)
     detector = {"min_detection_confidence": cfg.min_detection_confidence, "min_size": cfg.min_size,
-                "flip_average": cfg.flip_average, "person_crop": cfg.person_crop}
+                "flip_average": cfg.flip_average, "person_crop": cfg.person_crop, "hands": cfg.hands}
     report = prepare_poses(cfg.input_dir, cfg.output_dir, pose_filter, detector, cfg.num_workers)
     print(f"\nprepared {cfg.output_dir}:\n{report.table()}")
     return 0

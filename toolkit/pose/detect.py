@@ -45,6 +45,7 @@ class MediaPipeOptions:
     flip_average: bool = False
     person_crop: bool = False
     crop_margin: float = 0.25
+    hands: bool = False  # also run solutions.hands and attach hands to the body's wrists
 
 
 class MediaPipeDetector:
@@ -55,10 +56,26 @@ class MediaPipeDetector:
         mp = _import_mediapipe()
         self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False,
                                             min_detection_confidence=self.options.min_detection_confidence)
+        self._hands = None
+        if self.options.hands:
+            self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=2, model_complexity=1,
+                                                   min_detection_confidence=self.options.min_detection_confidence)
 
     def close(self) -> None:
-        """Release MediaPipe's graph."""
+        """Release MediaPipe's graphs."""
         self._pose.close()
+        if self._hands is not None:
+            self._hands.close()
+
+    def _detect_hands(self, image: np.ndarray) -> list[np.ndarray]:
+        """Each detected hand as (21, 3) in pixels; the confidence is MediaPipe's hand score."""
+        result = self._hands.process(np.ascontiguousarray(image))
+        if not result.multi_hand_landmarks:
+            return []
+        h, w = image.shape[:2]
+        scores = [c.classification[0].score for c in result.multi_handedness]
+        return [np.array([(m.x * w, m.y * h, score) for m in marks.landmark])
+                for marks, score in zip(result.multi_hand_landmarks, scores, strict=True)]
 
     def _raw(self, image: np.ndarray) -> np.ndarray | None:
         """Body-18 (18, 3) in `image` pixels from one MediaPipe pass, upscaling small images; None if no person."""
@@ -114,7 +131,50 @@ class MediaPipeDetector:
             return Pose(w, h, [])
         if self.options.person_crop:
             body = self._crop_pass(image, body)
-        return Pose(w, h, [Person(body)])
+        person = Person(body)
+        if self._hands is not None:
+            person.left_hand, person.right_hand = assign_hands(self._detect_hands(image), body)
+        return Pose(w, h, [person])
+
+
+def assign_hands(hands: list[np.ndarray], body: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(left, right): each hand goes to the body wrist nearest its own wrist point (hand point 0).
+
+    MediaPipe's handedness label assumes a mirrored selfie image, so it is not used; a hand near neither wrist
+    (farther than the forearm's length, or no wrist found) is dropped.
+    """
+    sides = {}
+    for name, wrist, elbow in (("right", 4, 3), ("left", 7, 6)):
+        if body[wrist, 2] > 0:
+            reach = np.linalg.norm(body[wrist, :2] - body[elbow, :2]) if body[elbow, 2] > 0 else np.inf
+            sides[name] = (body[wrist, :2], max(reach, 1.0))
+    found: dict[str, tuple[float, np.ndarray]] = {}
+    for hand in hands:
+        options = [(np.linalg.norm(hand[0, :2] - xy) / reach, name) for name, (xy, reach) in sides.items()]
+        if not options:
+            break
+        dist, name = min(options)
+        if dist <= 1.0 and (name not in found or dist < found[name][0]):
+            found[name] = (dist, hand)
+    return (found["left"][1] if "left" in found else None), (found["right"][1] if "right" in found else None)
+
+
+class FaceChecker:
+    """Is there a plausible face? MediaPipe face detection (short-range model, bundled in the wheel)."""
+
+    def __init__(self, min_confidence: float = 0.5):
+        mp = _import_mediapipe()
+        self._faces = mp.solutions.face_detection.FaceDetection(model_selection=0,
+                                                                 min_detection_confidence=min_confidence)
+
+    def __call__(self, image: np.ndarray) -> float:
+        """The best face score in an RGB uint8 image (H, W, 3); 0.0 when no face passes the threshold."""
+        result = self._faces.process(np.ascontiguousarray(image))
+        return max((d.score[0] for d in result.detections or []), default=0.0)
+
+    def close(self) -> None:
+        """Release MediaPipe's graph."""
+        self._faces.close()
 
 
 def keypoints_from_controlnet_aux(points, width: int, height: int, count: int) -> np.ndarray | None:

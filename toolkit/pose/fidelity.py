@@ -1,0 +1,105 @@
+"""Pose fidelity of generated images: the pose detected in each image against the pose it was conditioned on.
+
+A Python API for validation loops (`evaluate_fidelity`) and the report `python -m toolkit.evaluate_poses` writes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from toolkit.pose.keypoints import Pose
+from toolkit.pose.metrics import limb_errors, oks, oks_ap, pck
+
+# Limb-length ratios a human body shows in a 2D image (generous: foreshortening shortens any limb).
+RATIOS = {  # name: ((limb a), (limb b), low, high) for |a| / |b|
+    "r_forearm/upper_arm": ((3, 4), (2, 3), 0.4, 1.8), "l_forearm/upper_arm": ((6, 7), (5, 6), 0.4, 1.8),
+    "r_shin/thigh": ((9, 10), (8, 9), 0.4, 1.8), "l_shin/thigh": ((12, 13), (11, 12), 0.4, 1.8),
+    "upper_arms r/l": ((2, 3), (5, 6), 0.4, 2.5), "thighs r/l": ((8, 9), (11, 12), 0.4, 2.5),
+}
+
+
+def plausible_proportions(body: np.ndarray, min_conf: float = 0.3) -> bool | None:
+    """True if every measurable limb-length ratio is in its human range; None if none can be measured."""
+    ok = body[:, 2] > min_conf
+    verdicts = []
+    for (a, b), (c, d), low, high in RATIOS.values():
+        if ok[[a, b, c, d]].all():
+            denominator = np.linalg.norm(body[c, :2] - body[d, :2])
+            if denominator > 1e-6:
+                verdicts.append(low <= np.linalg.norm(body[a, :2] - body[b, :2]) / denominator <= high)
+    return all(verdicts) if verdicts else None
+
+
+def rescale(pose: Pose, width: int, height: int) -> np.ndarray | None:
+    """The first person's body of `pose`, in the pixels of a `width` x `height` image."""
+    if not pose.people:
+        return None
+    body = pose.people[0].body.copy()
+    body[:, 0] *= width / pose.width
+    body[:, 1] *= height / pose.height
+    return body
+
+
+@dataclass
+class ImageScore:
+    """One image's scores."""
+
+    name: str
+    detected: bool
+    pck_torso: float | None
+    pck_bbox: float | None
+    oks: float
+    limb_length_error: float | None
+    limb_angle_error: float | None
+    plausible: bool | None
+    face_score: float | None = None
+
+
+def score_image(name: str, image: np.ndarray, reference: Pose, detector, face_checker=None) -> ImageScore:
+    """Detect the pose in `image` and compare it with `reference` (rescaled to the image's size)."""
+    h, w = image.shape[:2]
+    ref = rescale(reference, w, h)
+    found = detector(image)
+    pred = found.people[0].body if found.people else None
+    ratio = lambda c_t: c_t[0] / c_t[1] if c_t[1] else None  # noqa: E731
+    errors = limb_errors(ref, pred) if ref is not None and pred is not None else None
+    mean = lambda a: float(np.nanmean(a)) if a is not None and np.isfinite(a).any() else None  # noqa: E731
+    return ImageScore(
+        name=name, detected=pred is not None,
+        pck_torso=ratio(pck(ref, pred, 0.2, "torso")) if ref is not None else None,
+        pck_bbox=ratio(pck(ref, pred, 0.1, "bbox")) if ref is not None else None,
+        oks=oks(ref, pred) if ref is not None else 0.0,
+        limb_length_error=mean(errors["length"]) if errors else None,
+        limb_angle_error=mean(errors["angle"]) if errors else None,
+        plausible=plausible_proportions(pred) if pred is not None else None,
+        face_score=face_checker(image) if face_checker is not None else None)
+
+
+def summarize(scores: list[ImageScore], face_threshold: float = 0.5) -> dict:
+    """Dataset-level fidelity: detection rate, mean PCK, OKS and OKS-AP, limb errors, plausibility, face validity."""
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return round(float(np.mean(values)), 4) if values else None
+
+    faces = [s.face_score for s in scores if s.face_score is not None]
+    return {
+        "images": len(scores),
+        "detection_rate": mean([float(s.detected) for s in scores]),
+        "pck@0.2_torso": mean([s.pck_torso for s in scores]),
+        "pck@0.1_bbox": mean([s.pck_bbox for s in scores]),
+        "oks": mean([s.oks for s in scores]),
+        "oks_ap": round(oks_ap([s.oks for s in scores]), 4) if scores else None,
+        "limb_length_error": mean([s.limb_length_error for s in scores]),
+        "limb_angle_error_deg": mean([s.limb_angle_error for s in scores]),
+        "plausible_proportions_rate": mean([float(s.plausible) for s in scores if s.plausible is not None]),
+        "face_validity_rate": round(float(np.mean([f >= face_threshold for f in faces])), 4) if faces else None,
+    }
+
+
+def evaluate_fidelity(images: list[np.ndarray], references: list[Pose], detector, face_checker=None) -> dict:
+    """Summary fidelity of generated `images` (RGB uint8) against their conditioning `references`."""
+    scores = [score_image(str(i), im, ref, detector, face_checker)
+              for i, (im, ref) in enumerate(zip(images, references, strict=True))]
+    return summarize(scores)
