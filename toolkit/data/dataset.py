@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from toolkit.data.images import DECODE_ERRORS, list_image_files, load_rgb, resize_short_side, to_rgb
+from toolkit.data.images import DECODE_ERRORS, list_image_files, load_rgb, to_rgb
 from toolkit.errors import UserError
 
 CACHE_LIMIT_BYTES = 4 * 1024**3
@@ -25,6 +26,19 @@ class ImageSource(Protocol):
     def __len__(self) -> int: ...
     def name(self, index: int) -> str: ...
     def load(self, index: int) -> Image.Image: ...
+
+
+def resize_short_side(image: Image.Image, resolution: int, center_crop: bool) -> torch.Tensor:
+    """Resize so the short side is `resolution` (then center crop to a square if asked); uint8 (3, H, W)."""
+    w, h = image.size
+    scale = resolution / min(w, h)
+    size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+    image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if center_crop:
+        left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
+        image = image.crop((left, top, left + resolution, top + resolution))
+    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+
 
 
 @dataclass

@@ -1,4 +1,4 @@
-"""Reading images safely: any PIL mode to RGB, resizing, and file lists that cannot escape the dataset root."""
+"""Reading images safely: any PIL mode to RGB, and file lists that cannot escape the dataset root (no torch)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 
 from toolkit.errors import UserError
@@ -37,18 +36,6 @@ def load_rgb(path: str | Path) -> Image.Image:
     with Image.open(path) as image:
         image.load()
         return to_rgb(image)
-
-
-def resize_short_side(image: Image.Image, resolution: int, center_crop: bool) -> torch.Tensor:
-    """Resize so the short side is `resolution` (then center crop to a square if asked); uint8 (3, H, W)."""
-    w, h = image.size
-    scale = resolution / min(w, h)
-    size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
-    image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-    if center_crop:
-        left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-        image = image.crop((left, top, left + resolution, top + resolution))
-    return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
 
 
 def safe_join(root: Path, relative: str) -> Path:
