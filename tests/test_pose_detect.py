@@ -64,3 +64,6 @@ def test_prepare_poses_writes_a_dataset_folder_that_datasets_loads(tmp_path, ast
     assert np.asarray(row["conditioning_image"]).sum() > 0
     assert main(argv) == 0  # a re-run skips finished photos
     assert "detected this run 0" in capsys.readouterr().out
+    assert main([*argv[:-2], "--min_joints", "18"]) == 0  # stricter filter: re-applied without re-detecting
+    assert "kept              0" in capsys.readouterr().out
+    assert not (out / "conditioning" / "crew__astronaut.png").exists()  # no stale map left behind

@@ -10,7 +10,7 @@ import contextlib
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -64,7 +64,6 @@ class Run:
     stages: list[Stage]
     out: Path
     source_name: str = ""
-    skipped: list[str] = field(default_factory=list)
 
     @property
     def total_steps(self) -> int:
@@ -232,7 +231,7 @@ def train(cfg: TrainUNetConfig) -> RunSummary:
     images, source_name = load_images(cfg, (cfg.stages[0].resolution if cfg.stages else cfg.resolution))
     stages = resolve_stages(cfg, len(images), accelerator.num_processes)
     run = build_run(cfg, accelerator, stages, out)
-    run.source_name, run.skipped = source_name, list(images.skipped)
+    run.source_name = source_name
     save_yaml(cfg, out / "config.yaml")
     init_trackers(accelerator, cfg)
     try:
@@ -279,20 +278,20 @@ def _refuse_to_mix_runs(run: Run, ckpt_root: Path) -> None:
 def _loop(run: Run, images: TrainImages, step: int, history: list[float]) -> RunSummary:
     cfg, acc = run.cfg, run.accelerator
     summary = RunSummary(output_dir=str(run.out), total_steps=run.total_steps, start_step=step, data=run.source_name,
-                         loss_history=history)
+                         loss_history=history, skipped_files=list(images.skipped))
     bar = tqdm(total=run.total_steps, initial=step, desc="training", disable=not acc.is_local_main_process)
     stage_start = 0
     for index, stage in enumerate(run.stages):
         stage_end = stage_start + stage.steps
         if step < stage_end:
-            if index > 0 or images.resolution != stage.resolution:
+            if images.resolution != stage.resolution:  # same resolution: the decoded images serve as they are
                 images, _ = load_images(cfg, stage.resolution)
-                run.skipped = sorted(set(run.skipped) | set(images.skipped))
+                summary.skipped_files.extend(images.skipped)
             _run_stage(run, index, images, step, stage_start, bar, summary)
             step = stage_end
         stage_start = stage_end
     bar.close()
-    summary.skipped_files = sorted(set(run.skipped) | set(summary.skipped_files))
+    summary.skipped_files = sorted(set(summary.skipped_files))  # a file fails again at each stage
     return summary
 
 

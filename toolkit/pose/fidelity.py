@@ -57,22 +57,30 @@ class ImageScore:
     face_score: float | None = None
 
 
+def _mean(values) -> float | None:
+    """Mean of the values that are neither None nor NaN; None when there are none."""
+    kept = [float(v) for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(kept)) if kept else None
+
+
+def _fraction(counts: tuple[int, int]) -> float | None:
+    return counts[0] / counts[1] if counts[1] else None
+
+
 def score_image(name: str, image: np.ndarray, reference: Pose, detector, face_checker=None) -> ImageScore:
     """Detect the pose in `image` and compare it with `reference` (rescaled to the image's size)."""
     h, w = image.shape[:2]
     ref = rescale(reference, w, h)
     found = detector(image)
     pred = found.people[0].body if found.people else None
-    ratio = lambda c_t: c_t[0] / c_t[1] if c_t[1] else None  # noqa: E731
-    errors = limb_errors(ref, pred) if ref is not None and pred is not None else None
-    mean = lambda a: float(np.nanmean(a)) if a is not None and np.isfinite(a).any() else None  # noqa: E731
+    errors = limb_errors(ref, pred) if ref is not None and pred is not None else {"length": [], "angle": []}
     return ImageScore(
         name=name, detected=pred is not None,
-        pck_torso=ratio(pck(ref, pred, 0.2, "torso")) if ref is not None else None,
-        pck_bbox=ratio(pck(ref, pred, 0.1, "bbox")) if ref is not None else None,
+        pck_torso=_fraction(pck(ref, pred, 0.2, "torso")) if ref is not None else None,
+        pck_bbox=_fraction(pck(ref, pred, 0.1, "bbox")) if ref is not None else None,
         oks=oks(ref, pred) if ref is not None else 0.0,
-        limb_length_error=mean(errors["length"]) if errors else None,
-        limb_angle_error=mean(errors["angle"]) if errors else None,
+        limb_length_error=_mean(errors["length"]),
+        limb_angle_error=_mean(errors["angle"]),
         plausible=plausible_proportions(pred) if pred is not None else None,
         face_score=face_checker(image) if face_checker is not None else None)
 
@@ -80,8 +88,8 @@ def score_image(name: str, image: np.ndarray, reference: Pose, detector, face_ch
 def summarize(scores: list[ImageScore], face_threshold: float = 0.5) -> dict:
     """Dataset-level fidelity: detection rate, mean PCK, OKS and OKS-AP, limb errors, plausibility, face validity."""
     def mean(values):
-        values = [v for v in values if v is not None]
-        return round(float(np.mean(values)), 4) if values else None
+        value = _mean(values)
+        return None if value is None else round(value, 4)
 
     faces = [s.face_score for s in scores if s.face_score is not None]
     return {

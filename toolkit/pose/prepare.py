@@ -178,12 +178,13 @@ def _filter_and_draw(root: Path, out: Path, photos: dict[str, Path], pose_filter
             continue  # unreadable photo
         pose = load_pose(keypoints)
         reason = pose_filter.reason(pose)
+        conditioning = out / "conditioning" / f"{stem}.png"
         if reason:
             dropped[reason] += 1
+            conditioning.unlink(missing_ok=True)  # kept by an earlier run with other thresholds
             continue
-        conditioning = out / "conditioning" / f"{stem}.png"
-        if not conditioning.is_file():
-            Image.fromarray(render_pose(pose, pose_filter.joint_threshold)).save(conditioning)
+        # Redrawn on every run (a few ms each), so a changed joint_threshold reaches every map.
+        Image.fromarray(render_pose(pose, pose_filter.joint_threshold)).save(conditioning)
         kept.append((stem, f"{stem}{path.suffix.lower()}", caption_for(path, root, captions)))
     write_metadata(out, kept)
     return PrepareReport(photos=len(photos), kept=len(kept), detected_now=0, dropped=dict(dropped), unreadable=[])
