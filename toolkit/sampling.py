@@ -1,4 +1,4 @@
-"""Sampling from unconditional UNets with fast solvers, and image grids."""
+"""Sampling from unconditional and pose-conditioned UNets with fast solvers, and image grids."""
 
 from __future__ import annotations
 
@@ -39,31 +39,39 @@ def make_scheduler(name: str, train_config: dict, pixel_space: bool = True):
 
 @torch.no_grad()
 def denoise(unet: UNet2DModel, scheduler, noise: torch.Tensor, num_inference_steps: int,
-            generator: torch.Generator, progress: bool = False) -> torch.Tensor:
-    """Run `scheduler` from `noise` (B, C, H, W) to images in [-1, 1]."""
+            generator: torch.Generator, progress: bool = False, conditioning: torch.Tensor | None = None) -> torch.Tensor:
+    """Run `scheduler` from `noise` (B, C, H, W) to images in [-1, 1]; `conditioning` (B, Cc, H, W) is concatenated
+    to the model input at every step (pose-conditioned UNets)."""
     scheduler.set_timesteps(num_inference_steps, device=noise.device)
     # Only the stochastic solvers (DDPM, DDIM with eta) take a generator: pass it where `step` accepts one.
     extra = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     x = noise * scheduler.init_noise_sigma
     for t in tqdm(scheduler.timesteps, desc="sampling", leave=False, disable=not progress):
         model_in = scheduler.scale_model_input(x, t)
+        if conditioning is not None:
+            model_in = torch.cat([model_in, conditioning], dim=1)  # (B, C + Cc, H, W)
         x = scheduler.step(unet(model_in, t).sample, t, x, **extra).prev_sample
     return x
 
 
 @torch.no_grad()
 def generate(unet: UNet2DModel, scheduler, num_images: int, num_inference_steps: int, seed: int,
-             batch_size: int = 16, resolution: int | None = None, progress: bool = False) -> np.ndarray:
-    """Sample `num_images` images as uint8 (N, H, W, 3); the same seed gives the same images."""
-    size = resolution or unet.config.sample_size
+             batch_size: int = 16, resolution: int | None = None, progress: bool = False,
+             conditioning: torch.Tensor | None = None) -> np.ndarray:
+    """Sample `num_images` images as uint8 (N, H, W, 3); the same seed gives the same images.
+
+    `conditioning` (N, Cc, H, W) in [-1, 1] gives image i its pose map (and the size); None for unconditional UNets.
+    """
+    size = conditioning.shape[-1] if conditioning is not None else (resolution or unet.config.sample_size)
     param = next(unet.parameters())
     chunks = []
     for start in range(0, num_images, batch_size):
         n = min(batch_size, num_images - start)
         generator = torch.Generator(device="cpu").manual_seed(seed + start)
         noise = torch.randn((n, unet.config.out_channels, size, size), generator=generator)
+        cond = conditioning[start:start + n].to(param.device, param.dtype) if conditioning is not None else None
         x = denoise(unet, scheduler, noise.to(param.device, param.dtype), num_inference_steps, generator,
-                    progress=progress)
+                    progress=progress, conditioning=cond)
         images = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # [-1, 1] -> uint8
         chunks.append(images.permute(0, 2, 3, 1).cpu().numpy())  # (n, 3, H, W) -> (n, H, W, 3)
     return np.concatenate(chunks)

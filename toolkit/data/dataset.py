@@ -3,6 +3,7 @@ depend only on (seed, step) so that a resumed run sees exactly the batches an un
 
 from __future__ import annotations
 
+import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -14,18 +15,20 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from toolkit.data.images import DECODE_ERRORS, list_image_files, load_rgb, to_rgb
+from toolkit.data.images import DECODE_ERRORS, list_conditioning_files, list_image_files, load_rgb, to_rgb
 from toolkit.errors import UserError
 
 CACHE_LIMIT_BYTES = 4 * 1024**3
 
 
 class ImageSource(Protocol):
-    """Anything with a length, a name per item and a loader that returns a PIL image (or raises DECODE_ERRORS)."""
+    """Anything with a length, a name per item and a loader that returns a PIL image (or raises DECODE_ERRORS);
+    `load_conditioning` returns the item's pose map (raises UserError for sources without one)."""
 
     def __len__(self) -> int: ...
     def name(self, index: int) -> str: ...
     def load(self, index: int) -> Image.Image: ...
+    def load_conditioning(self, index: int) -> Image.Image: ...
 
 
 def resize_short_side(image: Image.Image, resolution: int, center_crop: bool) -> torch.Tensor:
@@ -43,9 +46,10 @@ def resize_short_side(image: Image.Image, resolution: int, center_crop: bool) ->
 
 @dataclass
 class FolderSource:
-    """Image files on disk."""
+    """Image files on disk, and their pose maps when the folder has them."""
 
     files: list[Path]
+    conditioning: list[Path] | None = None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -56,13 +60,19 @@ class FolderSource:
     def load(self, index: int) -> Image.Image:
         return load_rgb(self.files[index])
 
+    def load_conditioning(self, index: int) -> Image.Image:
+        if self.conditioning is None:
+            raise UserError("this dataset has no pose maps")
+        return load_rgb(self.conditioning[index])
+
 
 @dataclass
 class HubDatasetSource:
-    """A `datasets.Dataset` with an image column (decoded lazily by `datasets`)."""
+    """A `datasets.Dataset` with an image column (decoded lazily by `datasets`) and maybe a pose-map column."""
 
     dataset: object
     column: str
+    conditioning_column: str | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -72,6 +82,11 @@ class HubDatasetSource:
 
     def load(self, index: int) -> Image.Image:
         return to_rgb(self.dataset[index][self.column])
+
+    def load_conditioning(self, index: int) -> Image.Image:
+        if self.conditioning_column is None:
+            raise UserError("this dataset has no pose maps")
+        return to_rgb(self.dataset[index][self.conditioning_column])
 
 
 @dataclass
@@ -89,9 +104,20 @@ class FiguresSource:
         return f"figure-{index}"
 
     def load(self, index: int) -> Image.Image:
-        from toolkit.figures import render_figure
+        return self._figure(index).image
 
-        return render_figure(self.seed * 1_000_003 + index, self.resolution).image
+    def load_conditioning(self, index: int) -> Image.Image:
+        return self._figure(index).conditioning()
+
+    def _figure(self, index: int):
+        return _render_figure(self.seed * 1_000_003 + index, self.resolution)
+
+
+@functools.lru_cache(maxsize=64)  # decode() asks for the image, then the pose map, of the same figure
+def _render_figure(seed: int, resolution: int):
+    from toolkit.figures import render_figure
+
+    return render_figure(seed, resolution)
 
 
 @dataclass
@@ -101,7 +127,8 @@ class TrainImages:
     source: ImageSource
     resolution: int
     center_crop: bool
-    cached: list[torch.Tensor] | None = None  # uint8 (3, H, W) per good image, when kept in memory
+    with_conditioning: bool = False  # items are then (6, H, W): the image and its pose map, cropped alike
+    cached: list[torch.Tensor] | None = None  # uint8 (3 or 6, H, W) per good image, when kept in memory
     good: list[int] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
@@ -109,11 +136,18 @@ class TrainImages:
         return len(self.good)
 
     def decode(self, index: int) -> torch.Tensor:
-        """uint8 (3, H, W) with the short side at `resolution`; raises DECODE_ERRORS."""
-        return resize_short_side(self.source.load(index), self.resolution, self.center_crop)
+        """uint8 (3, H, W), or (6, H, W) with the pose map, short side at `resolution`; raises DECODE_ERRORS."""
+        image = self.source.load(index)
+        tensor = resize_short_side(image, self.resolution, self.center_crop)
+        if not self.with_conditioning:
+            return tensor
+        pose = self.source.load_conditioning(index)
+        if pose.size != image.size:
+            pose = pose.resize(image.size, Image.Resampling.BILINEAR)
+        return torch.cat([tensor, resize_short_side(pose, self.resolution, self.center_crop)])  # (6, H, W)
 
     def get(self, i: int) -> torch.Tensor:
-        """The i-th good image as uint8 (3, H, W)."""
+        """The i-th good image as uint8 (3, H, W), or (6, H, W) with its pose map."""
         return self.cached[i] if self.cached is not None else self.decode(self.good[i])
 
 
@@ -125,13 +159,14 @@ def _decode_or_none(images: TrainImages, index: int) -> torch.Tensor | None:
 
 
 def build_train_images(source: ImageSource, resolution: int, center_crop: bool, cache: str,
-                       max_items: int | None = None) -> TrainImages:
-    """Decode every image once (kept as uint8 when `cache` allows); unreadable ones are skipped and listed."""
+                       max_items: int | None = None, with_conditioning: bool = False) -> TrainImages:
+    """Decode every image (and pose map) once, kept as uint8 when `cache` allows; unreadable ones are skipped and
+    listed."""
     count = min(len(source), max_items or len(source))
     if count == 0:
         raise UserError("the dataset is empty: no images found")
-    images = TrainImages(source, resolution, center_crop)
-    fits = count * 3 * resolution * resolution * 1.5 < CACHE_LIMIT_BYTES
+    images = TrainImages(source, resolution, center_crop, with_conditioning)
+    fits = count * (6 if with_conditioning else 3) * resolution * resolution * 1.5 < CACHE_LIMIT_BYTES
     keep = cache == "always" or (cache == "auto" and fits)
     decoded: list[torch.Tensor] = []
     with ThreadPoolExecutor() as pool:  # PIL releases the GIL while decoding and resizing
@@ -163,7 +198,11 @@ def batch_indices(num_items: int, batch_size: int, seed: int, batch_number: int)
 
 
 def augment(images: list[torch.Tensor], resolution: int, random_flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random-crop each uint8 (3, H, W) to `resolution`, flip, and scale to [-1, 1]: float (B, 3, R, R)."""
+    """Random-crop each uint8 (C, H, W) to `resolution`, flip, and scale to [-1, 1]: float (B, C, R, R).
+
+    With C = 6 (image and pose map) both get the same crop; callers turn flips off then, because a mirrored
+    OpenPose map would swap the colours of left and right.
+    """
     out = []
     for img in images:
         h, w = img.shape[1:]
@@ -206,19 +245,25 @@ def epochs_to_steps(num_epochs: int, num_images: int, images_per_step: int) -> i
 
 
 def open_source(train_data_dir: str | None, dataset_name: str | None, dataset_config_name: str | None,
-                image_column: str, num_figures: int, resolution: int, seed: int) -> tuple[ImageSource, str]:
-    """The image source a run asked for, and a short description of it for logs and the model card."""
+                image_column: str, num_figures: int, resolution: int, seed: int,
+                conditioning_column: str | None = None) -> tuple[ImageSource, str]:
+    """The image source a run asked for, and a short description of it for logs and the model card.
+
+    `conditioning_column` (for --dataset_name) or any value (for folders) asks for pose maps too.
+    """
     if train_data_dir:
         files = list_image_files(train_data_dir)
         if not files:
             raise UserError(f"no image files found in {train_data_dir}")
-        return FolderSource(files), str(train_data_dir)
+        maps = list_conditioning_files(train_data_dir) if conditioning_column else None
+        return FolderSource(files, maps), str(train_data_dir)
     if dataset_name:
-        return _open_hub_dataset(dataset_name, dataset_config_name, image_column), dataset_name
+        return _open_hub_dataset(dataset_name, dataset_config_name, image_column, conditioning_column), dataset_name
     return FiguresSource(num_figures, resolution, seed), f"synthetic figures ({num_figures}, seed {seed})"
 
 
-def _open_hub_dataset(name: str, config_name: str | None, column: str) -> HubDatasetSource:
+def _open_hub_dataset(name: str, config_name: str | None, column: str,
+                      conditioning_column: str | None = None) -> HubDatasetSource:
     import datasets
 
     try:
@@ -229,6 +274,7 @@ def _open_hub_dataset(name: str, config_name: str | None, column: str) -> HubDat
             dataset = datasets.load_dataset(name, config_name, split="train")
     except (FileNotFoundError, ValueError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as e:
         raise UserError(f"could not load dataset {name!r}: {e}") from None
-    if column not in dataset.column_names:
-        raise UserError(f"dataset {name!r} has no column {column!r}; columns: {dataset.column_names}")
-    return HubDatasetSource(dataset, column)
+    for wanted in (column, conditioning_column):
+        if wanted is not None and wanted not in dataset.column_names:
+            raise UserError(f"dataset {name!r} has no column {wanted!r}; columns: {dataset.column_names}")
+    return HubDatasetSource(dataset, column, conditioning_column)

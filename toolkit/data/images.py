@@ -59,13 +59,23 @@ def list_image_files(root: str | Path) -> list[Path]:
     return [p for p in files if p.resolve().is_relative_to(root.resolve())]  # symlinks out of the root are ignored
 
 
-def _metadata_file_names(metadata: Path) -> list[str]:
+def _metadata_file_names(metadata: Path, key: str = "file_name") -> list[str]:
     names = []
     for line_no, line in enumerate(metadata.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            names.append(json.loads(line)["file_name"])
+            names.append(json.loads(line)[key])
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"{metadata}:{line_no}: expected a JSON object with a 'file_name' key") from None
+            raise UserError(f"{metadata}:{line_no}: expected a JSON object with a {key!r} key") from None
     return names
+
+
+def list_conditioning_files(root: str | Path) -> list[Path]:
+    """The pose maps of a prepare_poses / toolkit.figures folder, in list_image_files order (metadata.jsonl's
+    conditioning_image_file_name)."""
+    metadata = Path(root) / "metadata.jsonl"
+    if not metadata.is_file():
+        raise UserError(f"pose conditioning needs a dataset folder with metadata.jsonl (as written by "
+                        f"toolkit.prepare_poses or toolkit.figures); none in {root}")
+    return [safe_join(Path(root), name) for name in _metadata_file_names(metadata, "conditioning_image_file_name")]

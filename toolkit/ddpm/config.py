@@ -32,6 +32,7 @@ class TrainUNetConfig:
     dataset_name: str | None = option(None, "a `datasets` name or local dataset path (instead of --train_data_dir)")
     dataset_config_name: str | None = option(None, "the dataset's config name, if it has several")
     image_column: str = option("image", "the image column of --dataset_name")
+    conditioning_image_column: str = option("conditioning_image", "the pose-map column of --dataset_name")
     max_train_samples: int | None = option(None, "use only the first N images (debugging, quick runs)")
     num_figures: int = option(2000, "size of the built-in synthetic figures dataset used when no data is given")
     resolution: int = option(32, "training resolution in pixels (square)")
@@ -45,6 +46,12 @@ class TrainUNetConfig:
         "small", "UNet2DModel size: tiny (tests), small (CPU), medium (25 M), ddpm (the diffusers example's)")
     model_config_name_or_path: str | None = option(None, "a UNet2DModel config.json (or folder) overriding the preset")
     dropout: float = option(0.0, "dropout in the UNet's resnet blocks")
+    conditioning: Literal["none", "pose"] = option(
+        "none", "pose: condition on OpenPose maps, concatenated to the UNet input as 3 channels (figures, or a "
+                "prepare_poses / toolkit.figures folder, or --conditioning_image_column); random flips are off")
+    pose_loss_weight: float = option(
+        0.0, "pose-weighted loss: pixel weight 1 + lambda x limb mask from the pose map (Stable-Pose: 4, i.e. 5 "
+             "inside); 0: off")
     prediction_type: Literal["epsilon", "v_prediction", "sample"] = option("epsilon", "what the UNet predicts")
     ddpm_num_steps: int = option(1000, "diffusion steps of the training noise schedule")
     ddpm_beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = option(
@@ -111,7 +118,14 @@ class TrainUNetConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"{key} must be >= 1 when given, got {value}")
+        if self.pose_loss_weight < 0:
+            raise ConfigError(f"pose_loss_weight must be >= 0, got {self.pose_loss_weight}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
         if (self.push_to_hub or self.hub_dry_run) and not self.hub_model_id:
             raise ConfigError("push_to_hub / hub_dry_run need hub_model_id (e.g. user/ddpm-portraits)")
+
+    @property
+    def uses_pose_maps(self) -> bool:
+        """Whether training reads pose maps: to condition on them, or to weight the loss with them."""
+        return self.conditioning == "pose" or self.pose_loss_weight > 0

@@ -60,7 +60,7 @@ class RunSummary:
             ("skipped files", f"{len(self.skipped_files)}" + (f": {', '.join(self.skipped_files[:5])}"
                                                             + (" ..." if len(self.skipped_files) > 5 else "")
                                                             if self.skipped_files else "")),
-            ("pipeline", f"{out} (DDPMPipeline.from_pretrained)"),
+            ("pipeline", f"{out} (python -m toolkit.sample --pipeline {out})"),
             ("samples", self.samples),
             ("checkpoints", str(out / "checkpoints")),
             ("logs", f"tensorboard --logdir {out / 'logs'}"),
@@ -142,9 +142,12 @@ def register_checkpoint_hooks(accelerator, get_ema) -> None:
     accelerator.register_load_state_pre_hook(load_hook)
 
 
-def save_pipeline(accelerator, unet, ema, noise_scheduler, out: Path, resolution: int) -> None:
-    """Save a DDPMPipeline (EMA weights when used) at `out`; model_index.json is written last, so a folder with
-    it is complete."""
+def save_pipeline(accelerator, unet, ema, noise_scheduler, out: Path, resolution: int,
+                  pose_conditioned: bool = False) -> None:
+    """Save a DDPMPipeline, or a PoseDDPMPipeline, (EMA weights when used) at `out`; model_index.json is written
+    last, so a folder with it is complete."""
+    from toolkit.ddpm.pipeline import PoseDDPMPipeline
+
     if not accelerator.is_main_process:
         return
     unet = accelerator.unwrap_model(unet)
@@ -154,7 +157,8 @@ def save_pipeline(accelerator, unet, ema, noise_scheduler, out: Path, resolution
     unet.register_to_config(sample_size=resolution)
     tmp = out / ".pipeline.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    DDPMPipeline(unet=unet, scheduler=noise_scheduler).save_pretrained(tmp)
+    pipeline_cls = PoseDDPMPipeline if pose_conditioned else DDPMPipeline
+    pipeline_cls(unet=unet, scheduler=noise_scheduler).save_pretrained(tmp)
     if ema is not None:
         ema.restore(unet.parameters())
     (out / "model_index.json").unlink(missing_ok=True)

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration, set_seed
@@ -42,7 +43,13 @@ from toolkit.training.checkpoints import (
     resolve_resume,
     save_checkpoint,
 )
-from toolkit.training.losses import sample_noise, snr_weights, training_target, weighted_mse
+from toolkit.training.losses import (
+    pose_pixel_weights,
+    sample_noise,
+    snr_weights,
+    training_target,
+    weighted_mse,
+)
 from toolkit.training.precision import resolve_mixed_precision, set_cpu_threads
 
 
@@ -64,6 +71,7 @@ class Run:
     stages: list[Stage]
     out: Path
     source_name: str = ""
+    validation_maps: torch.Tensor | None = None  # (N, 3, R, R) in [-1, 1]: the poses of the validation grid
 
     @property
     def total_steps(self) -> int:
@@ -105,16 +113,32 @@ def resolve_stages(cfg: TrainUNetConfig, num_images: int, world: int) -> list[St
 
 def load_images(cfg: TrainUNetConfig, resolution: int) -> tuple[TrainImages, str]:
     """Decode the training images at `resolution` (skipping unreadable files)."""
+    maps = cfg.conditioning_image_column if cfg.uses_pose_maps else None
     source, name = open_source(cfg.train_data_dir, cfg.dataset_name, cfg.dataset_config_name, cfg.image_column,
-                               cfg.num_figures, resolution, cfg.seed)
-    images = build_train_images(source, resolution, cfg.center_crop, cfg.cache_images, cfg.max_train_samples)
+                               cfg.num_figures, resolution, cfg.seed, conditioning_column=maps)
+    images = build_train_images(source, resolution, cfg.center_crop, cfg.cache_images, cfg.max_train_samples,
+                                with_conditioning=cfg.uses_pose_maps)
     return images, name
+
+
+def validation_maps(images: TrainImages, count: int) -> torch.Tensor | None:
+    """The pose maps of the first `count` training images, centre-cropped: (N, 3, R, R) in [-1, 1]."""
+    if not images.with_conditioning:
+        return None
+    r, maps = images.resolution, []
+    for i in range(min(count, len(images))):
+        pose = images.get(i)[3:]  # (3, H, W) uint8
+        top, left = (pose.shape[1] - r) // 2, (pose.shape[2] - r) // 2
+        maps.append(pose[:, top:top + r, left:left + r])
+    return torch.stack(maps).float().div(127.5).sub(1.0)
 
 
 def build_run(cfg: TrainUNetConfig, accelerator: Accelerator, stages: list[Stage], out: Path) -> Run:
     """Model, noise schedule, optimiser, LR schedule and EMA, prepared by Accelerate with checkpoint hooks."""
     set_seed(cfg.seed)  # the initial weights
-    unet = build_unet(cfg.model_preset, stages[-1].resolution, cfg.dropout, cfg.model_config_name_or_path)
+    in_channels = 6 if cfg.conditioning == "pose" else 3  # the pose map rides along as 3 more input channels
+    unet = build_unet(cfg.model_preset, stages[-1].resolution, cfg.dropout, cfg.model_config_name_or_path,
+                      in_channels=in_channels)
     for stage in stages:
         check_resolution(unet, stage.resolution)
     _enable_attention_backend(cfg, accelerator, unet)
@@ -149,17 +173,21 @@ def _enable_attention_backend(cfg: TrainUNetConfig, accelerator: Accelerator, un
     unet.enable_xformers_memory_efficient_attention()
 
 
-def micro_loss(run: Run, x0: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """The weighted diffusion loss of one micro-batch x0 (B, 3, R, R) in [-1, 1]."""
+def micro_loss(run: Run, batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """The weighted diffusion loss of one micro-batch (B, 3, R, R), or (B, 6, R, R) with pose maps, in [-1, 1]."""
     cfg, sched = run.cfg, run.noise_scheduler
-    x0 = x0.to(run.accelerator.device)
+    batch = batch.to(run.accelerator.device)
+    x0, maps = batch[:, :3], batch[:, 3:]  # images (B, 3, R, R); pose maps (B, 3 or 0, R, R)
     noise = sample_noise(x0.shape, cfg.noise_offset, generator, x0.device)
     timesteps = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=generator)
     timesteps = timesteps.to(x0.device)
     noisy = sched.add_noise(x0, noise, timesteps)
+    if cfg.conditioning == "pose":
+        noisy = torch.cat([noisy, maps], dim=1)  # (B, 6, R, R)
     pred = run.unet(noisy, timesteps).sample  # autocast applied by Accelerate's prepared forward
     target = training_target(sched, x0, noise, timesteps)
-    return weighted_mse(pred, target, snr_weights(sched, timesteps, cfg.snr_gamma))
+    pixel_weights = pose_pixel_weights(maps, x0.shape[-2:], cfg.pose_loss_weight) if cfg.pose_loss_weight else None
+    return weighted_mse(pred, target, snr_weights(sched, timesteps, cfg.snr_gamma), pixel_weights)
 
 
 def train_step(run: Run, micro_batches: list[torch.Tensor], step: int) -> tuple[float, float]:
@@ -198,14 +226,19 @@ def validate(run: Run, step: int, resolution: int, name: str | None = None) -> P
         run.ema.copy_to(unet.parameters())
     unet.eval()
     scheduler = make_scheduler(cfg.validation_scheduler, run.noise_scheduler.config)
-    images = generate(unet, scheduler, cfg.num_validation_images, cfg.num_inference_steps, cfg.seed,
-                      resolution=resolution)  # (N, H, W, 3) uint8
+    maps = run.validation_maps if cfg.conditioning == "pose" else None
+    count = len(maps) if maps is not None else cfg.num_validation_images
+    images = generate(unet, scheduler, count, cfg.num_inference_steps, cfg.seed, resolution=resolution,
+                      conditioning=maps)  # (N, H, W, 3) uint8
     unet.train()
     if run.ema is not None:
         run.ema.restore(unet.parameters())
     path = run.out / "samples" / f"{name or f'step_{step:06d}'}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
-    make_grid(images).save(path)
+    if maps is not None:  # pose | sample pairs, side by side
+        poses = ((maps + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        images = np.stack([im for pair in zip(poses, images) for im in pair])
+    make_grid(images, cols=8 if maps is not None and len(images) >= 8 else None).save(path)
     log_images(acc, images, step)
     return path
 
@@ -214,7 +247,8 @@ def _stage_batches(run: Run, stage_index: int, images: TrainImages, first_step: 
     """A DataLoader yielding (micro-batch, failed files) from optimiser step `first_step` of the stage on."""
     cfg, acc, stage = run.cfg, run.accelerator, run.stages[stage_index]
     accum = cfg.gradient_accumulation_steps
-    batches = MicroBatches(images, stage.train_batch_size, cfg.seed * 31 + stage_index, cfg.random_flip,
+    flip = cfg.random_flip and not cfg.uses_pose_maps  # a mirrored OpenPose map swaps left and right colours
+    batches = MicroBatches(images, stage.train_batch_size, cfg.seed * 31 + stage_index, flip,
                            shard=(acc.process_index, acc.num_processes))
     first = (first_step - stage_start) * accum
     last = stage.steps * accum
@@ -232,6 +266,9 @@ def train(cfg: TrainUNetConfig) -> RunSummary:
     stages = resolve_stages(cfg, len(images), accelerator.num_processes)
     run = build_run(cfg, accelerator, stages, out)
     run.source_name = source_name
+    run.validation_maps = validation_maps(images, cfg.num_validation_images)
+    if cfg.random_flip and cfg.uses_pose_maps:
+        accelerator.print("random flips are off: a mirrored OpenPose map would swap left and right")
     save_yaml(cfg, out / "config.yaml")
     init_trackers(accelerator, cfg)
     try:
@@ -239,7 +276,8 @@ def train(cfg: TrainUNetConfig) -> RunSummary:
         summary = _loop(run, images, step, history)
         summary.resumed_from = resumed_from
         summary.mixed_precision = f"{accelerator.mixed_precision} ({precision_reason})"
-        save_pipeline(run.accelerator, run.unet, run.ema, run.noise_scheduler, out, stages[-1].resolution)
+        save_pipeline(run.accelerator, run.unet, run.ema, run.noise_scheduler, out, stages[-1].resolution,
+                      pose_conditioned=cfg.conditioning == "pose")
         summary.samples = str(validate(run, run.total_steps, stages[-1].resolution, name="final"))
     finally:
         accelerator.end_training()  # flush the trackers, also when the run stops on an error
@@ -287,6 +325,7 @@ def _loop(run: Run, images: TrainImages, step: int, history: list[float]) -> Run
             if images.resolution != stage.resolution:  # same resolution: the decoded images serve as they are
                 images, _ = load_images(cfg, stage.resolution)
                 summary.skipped_files.extend(images.skipped)
+                run.validation_maps = validation_maps(images, cfg.num_validation_images)
             _run_stage(run, index, images, step, stage_start, bar, summary)
             step = stage_end
         stage_start = stage_end

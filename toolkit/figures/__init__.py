@@ -1,5 +1,6 @@
-"""Synthetic human figures with ground-truth OpenPose-18 keypoints."""
+"""Synthetic human figures with ground-truth OpenPose-18 keypoints, planted distortions and an analytic parser."""
 
-from toolkit.figures.render import POSTURES, Figure, render_figure, sample_pose
+from toolkit.figures.prior import DISTORTIONS, LIMBS, POSTURES, SEGMENTS, sample_pose
+from toolkit.figures.render import Figure, render_figure
 
-__all__ = ["POSTURES", "Figure", "render_figure", "sample_pose"]
+__all__ = ["DISTORTIONS", "LIMBS", "POSTURES", "SEGMENTS", "Figure", "render_figure", "sample_pose"]

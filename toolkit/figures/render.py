@@ -1,136 +1,151 @@
 """Procedural human figures with exact OpenPose-18 keypoints: the built-in dataset and the testbed's renderer.
 
-A pose is sampled in body units (figure height about 1), placed on the canvas, and drawn as a body: shaded capsules
-for limbs, a torso, a head with a face, hands and feet, over a gradient background. Drawing happens at 2x and is
-downsampled for anti-aliasing. Everything depends only on the seed.
+A pose from the kinematic prior (`prior.py`) is placed on the canvas (scale, position, small in-plane rotation) and
+drawn as a body: shaded capsules for the limb segments, a torso, a head with a face, hands and shoes, over a gradient
+or textured background. Drawing happens at 2x and is downsampled for anti-aliasing. Everything depends on the seed.
+
+The figures wear a colour-coded suit: each of the eight limb segments has its own hue (SEGMENT_HUES), the torso is
+neutral, skin is skin-toned and the background is low in saturation. Shades vary per image, hues do not, which is
+what lets `toolkit.figures.parse` find the parts of a generated figure without a learned model.
 """
 
 from __future__ import annotations
 
+import colorsys
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-# OpenPose body-18 indices (left/right are the person's; a front-facing person's right is the viewer's left).
-NOSE, NECK, R_SHO, R_ELB, R_WRI, L_SHO, L_ELB, L_WRI = range(8)
-R_HIP, R_KNE, R_ANK, L_HIP, L_KNE, L_ANK, R_EYE, L_EYE, R_EAR, L_EAR = range(8, 18)
-POSTURES = ("standing", "walking", "arms_raised", "arms_out", "reaching")
+from toolkit.figures.prior import (
+    L_EAR, L_EYE, L_HIP, L_SHO, NECK, NOSE, R_EAR, R_EYE, R_HIP, R_SHO, SEGMENTS, plant, sample_pose, strokes_of,
+)
+
+SEGMENT_HUES = dict(zip(SEGMENTS, (70, 110, 150, 190, 230, 270, 310, 350)))  # degrees; skin sits near 30
+SEGMENT_WIDTHS = {"upper_arm": 0.07, "forearm": 0.062, "thigh": 0.085, "shin": 0.075}  # body units
 SKIN_TONES = [(255, 219, 172), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (92, 58, 33)]
+HAND_RADIUS, SHOE = 0.032, (35, 35, 35)
 
 
 @dataclass
 class Figure:
-    """A rendered figure: the RGB image and its keypoints (18, 3) as x, y, confidence in image pixels."""
+    """A rendered figure: the RGB image, its intended keypoints (18, 3) as x, y, confidence in pixels, its labels
+    (posture, arms, legs, action) and the planted distortion ({"kind": "none"} for a clean figure)."""
 
     image: Image.Image
     keypoints: np.ndarray
-    posture: str
+    labels: dict
+    distortion: dict = field(default_factory=lambda: {"kind": "none"})
+
+    @property
+    def posture(self) -> str:
+        return self.labels["action"]
+
+    def conditioning(self) -> Image.Image:
+        """The OpenPose map of the intended pose at the image's size (sticks scaled from 512 px maps)."""
+        from toolkit.pose import Person, Pose, render_pose
+
+        size = self.image.size[0]
+        return Image.fromarray(render_pose(Pose(size, size, [Person(self.keypoints)]), scale=size / 512))
 
 
-def _limb(origin: np.ndarray, length: float, angle_deg: float, side: int) -> np.ndarray:
-    """End point of a segment `length` long, `angle_deg` from straight down, turning outward for `side` (-1 right)."""
-    a = math.radians(angle_deg)
-    return origin + length * np.array([side * math.sin(a), math.cos(a)])
+def segment_width(name: str) -> float:
+    """Drawn width of a limb segment in body units."""
+    return SEGMENT_WIDTHS[name.split("_", 1)[1]]
 
 
-def sample_pose(rng: np.random.Generator, posture: str | None = None) -> tuple[np.ndarray, str]:
-    """OpenPose-18 keypoints (18, 2) in body units, y down, hips centre at the origin; and the posture name."""
-    posture = posture or POSTURES[rng.integers(len(POSTURES))]
-    kp = np.zeros((18, 2))
-    torso, shoulder, hip = rng.uniform(0.28, 0.33), rng.uniform(0.09, 0.12), rng.uniform(0.06, 0.08)
-    upper_arm, forearm = rng.uniform(0.15, 0.18), rng.uniform(0.13, 0.16)
-    thigh, shin = rng.uniform(0.22, 0.26), rng.uniform(0.21, 0.25)
-    kp[NECK] = (0.0, -torso)
-    kp[R_SHO], kp[L_SHO] = kp[NECK] + (-shoulder, 0.02), kp[NECK] + (shoulder, 0.02)
-    kp[R_HIP], kp[L_HIP] = (-hip, 0.0), (hip, 0.0)
-    arm = {  # (shoulder angle, elbow bend) ranges per posture, in degrees from hanging down
-        "standing": ((5, 25), (0, 30)), "walking": ((5, 30), (10, 40)), "arms_raised": ((140, 175), (0, 30)),
-        "arms_out": ((75, 105), (0, 20)), "reaching": ((5, 30), (0, 30)),
-    }[posture]
-    for side, sho, elb, wri in ((-1, R_SHO, R_ELB, R_WRI), (1, L_SHO, L_ELB, L_WRI)):
-        a = rng.uniform(*arm[0])
-        if posture == "reaching" and side == 1:
-            a = rng.uniform(100, 150)
-        kp[elb] = _limb(kp[sho], upper_arm, a, side)
-        kp[wri] = _limb(kp[elb], forearm, a + rng.uniform(*arm[1]), side)
-    stride = rng.uniform(15, 30) if posture == "walking" else rng.uniform(0, 8)
-    for side, hip_i, kne, ank in ((-1, R_HIP, R_KNE, R_ANK), (1, L_HIP, L_KNE, L_ANK)):
-        a = stride + rng.uniform(-3, 3)
-        kp[kne] = _limb(kp[hip_i], thigh, a, side)
-        kp[ank] = _limb(kp[kne], shin, a - rng.uniform(0, 10), side)
-    head = kp[NECK] + (0.0, -0.1)
-    kp[NOSE] = head + (0.0, 0.01)
-    kp[R_EYE], kp[L_EYE] = head + (-0.025, -0.015), head + (0.025, -0.015)
-    kp[R_EAR], kp[L_EAR] = head + (-0.06, 0.0), head + (0.06, 0.0)
-    return kp, posture
-
-
-def place(kp: np.ndarray, rng: np.random.Generator, resolution: int) -> np.ndarray:
-    """Scale, rotate slightly and position body-unit keypoints inside a `resolution` canvas (pixels)."""
+def _placement(points: np.ndarray, rng: np.random.Generator, resolution: int):
+    """A function mapping body units to canvas pixels: small rotation, random scale and position, all of
+    `points` (plus a margin for the head, hands and feet) inside the canvas."""
     angle = math.radians(rng.uniform(-8, 8))
     rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
-    pts = kp @ rot.T
-    lo, hi = pts.min(0) - 0.08, pts.max(0) + 0.08  # margin for the head radius, hands and feet
+    pts = points @ rot.T
+    lo, hi = pts.min(0) - 0.08, pts.max(0) + 0.08
     scale = rng.uniform(0.75, 0.95) * resolution / (hi - lo).max()
-    size = (hi - lo) * scale
-    offset = rng.uniform(0, 1, 2) * (resolution - size)
-    return (pts - lo) * scale + offset
+    offset = rng.uniform(0, 1, 2) * (resolution - (hi - lo) * scale)
+    return lambda p: (np.asarray(p) @ rot.T - lo) * scale + offset, scale
 
 
-def _gradient(rng: np.random.Generator, size: int) -> Image.Image:
-    top, bottom = rng.integers(30, 230, 3), rng.integers(30, 230, 3)
+def _background(rng: np.random.Generator, size: int) -> tuple[Image.Image, float]:
+    """A low-saturation vertical gradient, textured half the time; returns it and its mean lightness (0-1)."""
+    ends = [np.array(colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.15), rng.uniform(0.25, 0.95))) * 255
+            for _ in range(2)]
     t = np.linspace(0, 1, size)[:, None, None]
-    rows = (top * (1 - t) + bottom * t).astype(np.uint8)  # (size, 1, 3)
-    return Image.fromarray(np.broadcast_to(rows, (size, size, 3)).copy())
+    img = np.broadcast_to(ends[0] * (1 - t) + ends[1] * t, (size, size, 3)).copy()  # (size, size, 3)
+    if rng.random() < 0.5:
+        cells = rng.integers(4, 12)
+        noise = np.asarray(Image.fromarray(rng.integers(0, 255, (cells, cells), dtype=np.uint8)).resize(
+            (size, size), Image.Resampling.BILINEAR), dtype=float)
+        img += (noise[..., None] - 127.5) * rng.uniform(0.05, 0.15)
+    return Image.fromarray(img.clip(0, 255).astype(np.uint8)), float(np.mean(ends)) / 255
 
 
 def _capsule(draw: ImageDraw.ImageDraw, a, b, width: float, color) -> None:
-    """A shaded capsule: a dark rim, then a lighter core, with round ends."""
+    """A shaded capsule: a darker rim, then the full colour in the core, with round ends."""
     for w, c in ((width, tuple(int(v * 0.7) for v in color)), (width * 0.6, color)):
         draw.line([tuple(a), tuple(b)], fill=c, width=max(1, round(w)))
         for p in (a, b):
             draw.ellipse([p[0] - w / 2, p[1] - w / 2, p[0] + w / 2, p[1] + w / 2], fill=c)
 
 
-def draw_figure(px: np.ndarray, rng: np.random.Generator, canvas: Image.Image, unit: float) -> None:
-    """Draw the body given keypoints in canvas pixels; `unit` is pixels per body unit."""
-    draw = ImageDraw.Draw(canvas)
-    skin = SKIN_TONES[rng.integers(len(SKIN_TONES))]
-    shirt, pants = tuple(rng.integers(0, 256, 3).tolist()), tuple(rng.integers(0, 256, 3).tolist())
-    limb_w = 0.055 * unit
-    for hip_i, kne, ank in ((R_HIP, R_KNE, R_ANK), (L_HIP, L_KNE, L_ANK)):
-        _capsule(draw, px[hip_i], px[kne], limb_w * 1.2, pants)
-        _capsule(draw, px[kne], px[ank], limb_w, pants)
-        _capsule(draw, px[ank], px[ank] + (0, 0.02 * unit), limb_w * 0.9, (40, 40, 40))  # shoe
-    torso = [px[R_SHO], px[L_SHO], px[L_HIP] + (0.02 * unit, 0), px[R_HIP] - (0.02 * unit, 0)]
-    draw.polygon([tuple(p) for p in torso], fill=shirt)
-    _capsule(draw, px[R_SHO], px[L_SHO], limb_w, shirt)
-    for sho, elb, wri in ((R_SHO, R_ELB, R_WRI), (L_SHO, L_ELB, L_WRI)):
-        _capsule(draw, px[sho], px[elb], limb_w, shirt)
-        _capsule(draw, px[elb], px[wri], limb_w * 0.85, skin)
-        r = 0.025 * unit
-        draw.ellipse([px[wri][0] - r, px[wri][1] - r, px[wri][0] + r, px[wri][1] + r], fill=skin)  # hand
-    _capsule(draw, px[NECK], (px[R_EAR] + px[L_EAR]) / 2, limb_w * 0.8, skin)
+def _suit(rng: np.random.Generator) -> dict[str, tuple[int, int, int]]:
+    """This figure's segment colours: fixed hues (jittered a little), per-image saturation and brightness."""
+    sat, val = rng.uniform(0.65, 0.95), rng.uniform(0.72, 0.97)
+    return {name: tuple(int(255 * c) for c in colorsys.hsv_to_rgb((hue + rng.uniform(-4, 4)) / 360 % 1, sat, val))
+            for name, hue in SEGMENT_HUES.items()}
+
+
+def _draw_head(draw: ImageDraw.ImageDraw, px: np.ndarray, skin, unit: float) -> None:
     centre, r = (px[R_EAR] + px[L_EAR]) / 2, np.linalg.norm(px[L_EAR] - px[R_EAR]) / 2
+    _capsule(draw, px[NECK], centre, 0.05 * unit, skin)
     draw.ellipse([centre[0] - r, centre[1] - 1.2 * r, centre[0] + r, centre[1] + 1.1 * r], fill=skin)
     for eye in (px[R_EYE], px[L_EYE]):
         e = max(1.0, 0.12 * r)
         draw.ellipse([eye[0] - e, eye[1] - e, eye[0] + e, eye[1] + e], fill=(30, 30, 30))
     mouth = px[NOSE] + (0, 0.35 * r)
-    draw.line([tuple(mouth - (0.25 * r, 0)), tuple(mouth + (0.25 * r, 0))], fill=(150, 60, 60), width=max(1, round(r * 0.1)))
+    draw.line([tuple(mouth - (0.25 * r, 0)), tuple(mouth + (0.25 * r, 0))], fill=(150, 60, 60),
+              width=max(1, round(r * 0.1)))
 
 
-def render_figure(seed: int, resolution: int, posture: str | None = None, supersample: int = 2) -> Figure:
-    """Render one figure, deterministic in `seed`, at `resolution` pixels with its OpenPose-18 keypoints."""
+def draw_figure(px: np.ndarray, strokes: list, rng: np.random.Generator, canvas: Image.Image, unit: float,
+                background_lightness: float) -> None:
+    """Draw the body: torso, legs and shoes, arms and hands, head. `px` are the keypoints and `strokes` the limb
+    segments in canvas pixels; `unit` is pixels per body unit."""
+    draw = ImageDraw.Draw(canvas)
+    suit, skin = _suit(rng), SKIN_TONES[rng.integers(len(SKIN_TONES))]
+    grey = rng.uniform(0.12, 0.35) if background_lightness > 0.55 else rng.uniform(0.65, 0.9)  # torso stands out
+    torso_colour = tuple(int(255 * c) for c in colorsys.hsv_to_rgb(rng.uniform(0, 1), rng.uniform(0, 0.1), grey))
+    legs = [s for s in strokes if s.segment.endswith(("thigh", "shin"))]
+    arms = [s for s in strokes if s.segment.endswith("arm")]
+    torso = [px[R_SHO], px[L_SHO], px[L_HIP] + (0.025 * unit, 0), px[R_HIP] - (0.025 * unit, 0)]
+    draw.polygon([tuple(p) for p in torso], fill=torso_colour, outline=(20, 20, 20))
+    for s in legs:  # over the torso's lower edge, so that the hip ends of the thighs show
+        _capsule(draw, s.start, s.end, segment_width(s.segment) * unit, suit[s.segment])
+        if s.segment.endswith("shin"):
+            _capsule(draw, s.end, s.end + (0, 0.025 * unit), 0.07 * unit, SHOE)
+    for s in arms:
+        _capsule(draw, s.start, s.end, segment_width(s.segment) * unit, suit[s.segment])
+        if s.segment.endswith("forearm"):
+            r = HAND_RADIUS * unit
+            draw.ellipse([s.end[0] - r, s.end[1] - r, s.end[0] + r, s.end[1] + r], fill=skin)
+    _draw_head(draw, px, skin, unit)
+
+
+def render_figure(seed: int, resolution: int, posture: str | None = None, distortion: str = "none",
+                  supersample: int = 2) -> Figure:
+    """Render one figure, deterministic in `seed`, at `resolution` pixels, optionally with a planted distortion."""
     rng = np.random.default_rng(seed)
-    kp, posture = sample_pose(rng, posture)
+    kp, labels = sample_pose(rng, posture)
+    strokes, planted = plant(distortion, strokes_of(kp), np.random.default_rng([seed, 1]))
+    ends = np.concatenate([kp] + [np.stack([s.start, s.end]) for s in strokes])
     big = resolution * supersample
-    px = place(kp, rng, big)
-    unit = np.linalg.norm(px[NECK] - (px[R_HIP] + px[L_HIP]) / 2) / np.linalg.norm(kp[NECK] - (kp[R_HIP] + kp[L_HIP]) / 2)
-    canvas = _gradient(rng, big)
-    draw_figure(px, rng, canvas, unit)
+    to_px, unit = _placement(ends, rng, big)
+    for s in strokes:
+        s.start, s.end = to_px(s.start), to_px(s.end)
+    px = to_px(kp)
+    canvas, lightness = _background(rng, big)
+    draw_figure(px, strokes, rng, canvas, unit, lightness)
     image = canvas.resize((resolution, resolution), Image.Resampling.LANCZOS) if supersample > 1 else canvas
     keypoints = np.concatenate([px / supersample, np.ones((18, 1))], axis=1)
-    return Figure(image=image, keypoints=keypoints, posture=posture)
+    return Figure(image=image, keypoints=keypoints, labels=labels, distortion=planted)

@@ -25,8 +25,13 @@ HAND_EDGES = [(0, 1), (1, 2), (2, 3), (3, 4), (0, 5), (5, 6), (6, 7), (7, 8), (0
 DEFAULT_THRESHOLD = 0.3
 
 
-def draw_body(canvas: np.ndarray, body: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> None:
-    """Draw one body-18 skeleton (18, 3) in pixels onto an RGB uint8 canvas (H, W, 3), in place."""
+def draw_body(canvas: np.ndarray, body: np.ndarray, threshold: float = DEFAULT_THRESHOLD, scale: float = 1.0) -> None:
+    """Draw one body-18 skeleton (18, 3) in pixels onto an RGB uint8 canvas (H, W, 3), in place.
+
+    `scale` multiplies the stick half-width and joint radius (4 px, made for 512 px maps), e.g. 64 / 512 for a
+    64 px map; 1.0 draws exactly as controlnet_aux does.
+    """
+    stick = max(1, round(STICKWIDTH * scale))
     for i, (a, b) in enumerate(LIMBS_18):
         pa, pb = body[a], body[b]
         if pa[2] < threshold or pb[2] < threshold:
@@ -34,11 +39,11 @@ def draw_body(canvas: np.ndarray, body: np.ndarray, threshold: float = DEFAULT_T
         length = math.hypot(pa[0] - pb[0], pa[1] - pb[1])
         angle = math.degrees(math.atan2(pa[1] - pb[1], pa[0] - pb[0]))
         centre = (int((pa[0] + pb[0]) / 2), int((pa[1] + pb[1]) / 2))
-        polygon = cv2.ellipse2Poly(centre, (int(length / 2), STICKWIDTH), int(angle), 0, 360, 1)
+        polygon = cv2.ellipse2Poly(centre, (int(length / 2), stick), int(angle), 0, 360, 1)
         cv2.fillConvexPoly(canvas, polygon, [int(c * 0.6) for c in PALETTE_18[i]])
     for i, (x, y, conf) in enumerate(body):
         if conf >= threshold:
-            cv2.circle(canvas, (int(x), int(y)), 4, PALETTE_18[i], thickness=-1)
+            cv2.circle(canvas, (int(x), int(y)), stick, PALETTE_18[i], thickness=-1)
 
 
 def draw_hand(canvas: np.ndarray, hand: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> None:
@@ -61,9 +66,9 @@ def draw_face(canvas: np.ndarray, face: np.ndarray, threshold: float = DEFAULT_T
             cv2.circle(canvas, (int(x), int(y)), 3, (255, 255, 255), thickness=-1)
 
 
-def render_person(canvas: np.ndarray, person: Person, threshold: float = DEFAULT_THRESHOLD) -> None:
+def render_person(canvas: np.ndarray, person: Person, threshold: float = DEFAULT_THRESHOLD, scale: float = 1.0) -> None:
     """Body, then hands, then face of one person, in place."""
-    draw_body(canvas, person.body, threshold)
+    draw_body(canvas, person.body, threshold, scale)
     for hand in (person.left_hand, person.right_hand):
         if hand is not None:
             draw_hand(canvas, hand, threshold)
@@ -71,9 +76,9 @@ def render_person(canvas: np.ndarray, person: Person, threshold: float = DEFAULT
         draw_face(canvas, person.face, threshold)
 
 
-def render_pose(pose: Pose, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """The OpenPose conditioning map of a pose: uint8 RGB (H, W, 3) on black."""
+def render_pose(pose: Pose, threshold: float = DEFAULT_THRESHOLD, scale: float = 1.0) -> np.ndarray:
+    """The OpenPose conditioning map of a pose: uint8 RGB (H, W, 3) on black (`scale`: see draw_body)."""
     canvas = np.zeros((pose.height, pose.width, 3), dtype=np.uint8)
     for person in pose.people:
-        render_person(canvas, person, threshold)
+        render_person(canvas, person, threshold, scale)
     return canvas

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from diffusers.training_utils import compute_snr
 
 
@@ -51,3 +52,21 @@ def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
     if pixel_weights is not None:
         err = err * pixel_weights
     return (err.mean(dim=list(range(1, err.ndim))) * weights).mean()
+
+
+def limb_mask(pose_maps: torch.Tensor, size: tuple[int, int], dilate: int = 1) -> torch.Tensor:
+    """Where the skeleton is drawn in OpenPose maps (B, 3, H, W) in [-1, 1], as a {0, 1} mask (B, 1, *size).
+
+    At a coarser `size` (a VAE latent) a cell is inside if any pixel under it is; `dilate` cells are then added
+    around the sticks so that the mask covers the limbs' width, not just the skeleton's lines.
+    """
+    drawn = (pose_maps.float().amax(dim=1, keepdim=True) > -0.8).float()  # any channel above ~25 / 255
+    mask = F.adaptive_max_pool2d(drawn, size)  # (B, 1, H, W) -> (B, 1, h, w)
+    if dilate:
+        mask = F.max_pool2d(mask, 2 * dilate + 1, stride=1, padding=dilate)
+    return mask
+
+
+def pose_pixel_weights(pose_maps: torch.Tensor, size: tuple[int, int], weight: float) -> torch.Tensor:
+    """Pose-weighted loss weights 1 + weight x limb mask, (B, 1, *size), for weighted_mse's pixel_weights."""
+    return 1.0 + weight * limb_mask(pose_maps, size)

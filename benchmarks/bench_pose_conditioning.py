@@ -1,0 +1,99 @@
+"""Does pose conditioning reduce limb distortion, and does the pose-weighted loss improve pose fidelity?
+
+Trains three UNet2DModels of the same size for the same number of steps on the synthetic figures,
+(a) unconditional, (b) pose-conditioned, (c) pose-conditioned with the pose-weighted loss, then generates
+--num_samples images from each ((b) and (c) from held-out poses) and scores them with the figures parser.
+
+    python benchmarks/bench_pose_conditioning.py --output_dir runs/bench-pose   # about 70 min on 2 CPU cores
+
+Prints JSON and a table; writes OUTPUT_DIR/results.json and a comparison grid OUTPUT_DIR/comparison.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RUNS = {"a_unconditional": {}, "b_pose": {"conditioning": "pose"},
+        "c_pose_weighted": {"conditioning": "pose", "pose_loss_weight": 4.0}}
+
+
+def train(name: str, extra: dict, args) -> float:
+    """Train one configuration in a subprocess (as a user would); returns wall seconds."""
+    flags = {"output_dir": f"{args.output_dir}/{name}", "resolution": args.resolution, "model_preset": args.preset,
+             "train_batch_size": args.batch_size, "max_train_steps": args.steps, "num_figures": args.num_figures,
+             "validation_steps": args.steps // 2, "checkpointing_steps": args.steps // 2, "seed": args.seed,
+             "overwrite_output_dir": True, **extra}
+    argv = [f"--{k}" if v is True else f"--{k}={v}" for k, v in flags.items()]
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "toolkit.train_unet", *argv], check=True)
+    return time.perf_counter() - start
+
+
+def sample(name: str, conditioned: bool, poses: Path, args) -> Path:
+    """Generate the evaluation images of one run; returns their folder."""
+    out = Path(args.output_dir) / name / "eval_samples"
+    argv = ["--pipeline", f"{args.output_dir}/{name}", "--output_dir", str(out), "--num_images", str(args.num_samples),
+            "--batch_size", "64", "--seed", "1234"]
+    if conditioned:
+        argv += ["--poses", str(poses)]
+    subprocess.run([sys.executable, "-m", "toolkit.sample", *argv], check=True)
+    return out
+
+
+def main() -> None:
+    from toolkit.data.images import list_image_files
+    from toolkit.figures.dataset import write_dataset
+    from toolkit.figures.report import evaluate_images
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output_dir", default="runs/bench-pose")
+    parser.add_argument("--resolution", type=int, default=48)
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--batch_size", type=int, default=16)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--num_figures", type=int, default=10000)
+    parser.add_argument("--num_samples", type=int, default=256)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))
+    args = parser.parse_args()
+
+    held_out = write_dataset(Path(args.output_dir) / "held_out", args.num_samples, args.resolution, seed=99)
+    results = {"settings": vars(args), "held_out_renders": _summary(evaluate_images(
+        list_image_files(held_out), held_out / "keypoints"))}
+    for name in args.runs.split(","):
+        seconds = train(name, RUNS[name], args)
+        conditioned = "conditioning" in RUNS[name]
+        folder = sample(name, conditioned, held_out / "keypoints", args)
+        report = evaluate_images(sorted(folder.glob("[0-9]*.png")), held_out / "keypoints" if conditioned else None)
+        (Path(args.output_dir) / name / "anatomy_report.json").write_text(json.dumps(report, indent=1))
+        results[name] = {"train_seconds": round(seconds, 1), **_summary(report)}
+    (Path(args.output_dir) / "results.json").write_text(json.dumps(results, indent=1))
+    print(json.dumps(results, indent=1))
+    print(_table(results))
+
+
+def _summary(report: dict) -> dict:
+    return {"distortion_rate": report["distortion_rate"], "breakdown": report["breakdown"], "pck": report["pck"],
+            "num_images": report["num_images"]}
+
+
+def _table(results: dict) -> str:
+    rows = ["| run | distortion rate | missing | extra | broken | wrong length | PCK@0.1 | train s |",
+            "|---|---|---|---|---|---|---|---|"]
+    for name, r in results.items():
+        if name == "settings":
+            continue
+        b = r["breakdown"]
+        pck = "n/a" if r["pck"] is None else f"{r['pck']:.3f}"
+        rows.append(f"| {name} | {r['distortion_rate']:.3f} | {b['missing']:.3f} | {b['extra']:.3f} | "
+                    f"{b['broken']:.3f} | {b['wrong_length']:.3f} | {pck} | {r.get('train_seconds', '-')} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Anatomy report over a folder of figures-world images: distortion rate with its breakdown, and PCK@0.1 against
+the conditioning poses when they are given."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from toolkit.data.images import DECODE_ERRORS, load_rgb
+from toolkit.figures.parse import parse_figure
+from toolkit.pose.keypoints import load_pose
+from toolkit.pose.metrics import pck
+
+KINDS = ("missing", "extra", "broken", "wrong_length")
+MIN_RESOLUTION = 48  # below this the parser's own false-positive rate is not small (docs/figures.md)
+
+
+def reference_body(pose_file: Path, width: int, height: int) -> np.ndarray | None:
+    """The first person's body (18, 3) from an OpenPose JSON, rescaled to a (width, height) image; None if empty."""
+    pose = load_pose(pose_file, width, height)
+    if not pose.people:
+        return None
+    body = pose.people[0].body.copy()
+    body[:, 0] *= width / pose.width
+    body[:, 1] *= height / pose.height
+    return body
+
+
+def score_file(image_file: Path, pose_file: Path | None, alpha: float = 0.1) -> dict:
+    """One image's verdict: distorted, the four kinds (lists of parts), and PCK (correct, total) if posed."""
+    image = np.asarray(load_rgb(image_file))
+    parsed = parse_figure(image)
+    row = {"file_name": image_file.name, **parsed.to_json()}
+    if pose_file is not None:
+        ref = reference_body(pose_file, image.shape[1], image.shape[0])
+        correct, total = pck(ref, parsed.keypoints, alpha=alpha, norm="bbox") if ref is not None else (0, 0)
+        row["pck"] = correct / total if total else None
+        row["pck_counts"] = [correct, total]
+    return row
+
+
+def evaluate_images(image_files: list[Path], poses_dir: Path | None = None, alpha: float = 0.1) -> dict:
+    """The report: distortion_rate, per-kind rates, pck (joint-weighted) or None, unreadable files, and per image."""
+    rows, unreadable = [], []
+    for path in tqdm(image_files, desc="evaluating figures"):
+        pose_file = poses_dir / f"{path.stem}.json" if poses_dir is not None else None
+        try:
+            rows.append(score_file(path, pose_file if pose_file is None or pose_file.is_file() else None, alpha))
+        except DECODE_ERRORS:
+            unreadable.append(path.name)
+    n = max(len(rows), 1)
+    counts = [r["pck_counts"] for r in rows if "pck_counts" in r]
+    total = sum(t for _, t in counts)
+    return {
+        "num_images": len(rows),
+        "distortion_rate": sum(r["distorted"] for r in rows) / n,
+        "breakdown": {kind: sum(bool(r[kind]) for r in rows) / n for kind in KINDS},
+        "pck": sum(c for c, _ in counts) / total if total else None,
+        "pck_alpha": alpha,
+        "images_with_pose": len(counts),
+        "unreadable": unreadable,
+        "images": rows,
+    }
+
+
+def table(report: dict) -> str:
+    """A short plain-text summary of a report."""
+    lines = [f"images            {report['num_images']}",
+             f"distortion rate   {report['distortion_rate']:.3f}"]
+    lines += [f"  {kind:<15} {rate:.3f}" for kind, rate in report["breakdown"].items()]
+    pck_text = "n/a (no --poses)" if report["pck"] is None else f"{report['pck']:.3f}"
+    lines.append(f"PCK@{report['pck_alpha']:g}          {pck_text}")
+    if report["unreadable"]:
+        lines.append(f"unreadable        {len(report['unreadable'])} (first: {report['unreadable'][0]})")
+    return "\n".join(lines)
