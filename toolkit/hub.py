@@ -36,6 +36,13 @@ class CardInfo:
     loss_plot: str | None = None  # path of the loss curve inside the repo
     config: dict | None = None
     figures: dict | None = None
+    usage: list[str] | None = None  # Python lines for the Usage section; default: a DDPMPipeline
+
+
+DDPM_USAGE = ["from diffusers import DDPMPipeline, DPMSolverMultistepScheduler", "",
+              'pipe = DDPMPipeline.from_pretrained("{repo_id}")',
+              "pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)",
+              "images = pipe(batch_size=4, num_inference_steps=20).images"]
 
 
 def build_model_card(info: CardInfo) -> ModelCard:
@@ -45,10 +52,8 @@ def build_model_card(info: CardInfo) -> ModelCard:
     body = [f"# {info.repo_id}", "", info.description, ""]
     if info.grid:
         body += ["## Samples", "", f"![samples]({info.grid})", ""]
-    body += ["## Usage", "", "```python", "from diffusers import DDPMPipeline, DPMSolverMultistepScheduler", "",
-             f'pipe = DDPMPipeline.from_pretrained("{info.repo_id}")',
-             "pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)",
-             "images = pipe(batch_size=4, num_inference_steps=20).images", "```", ""]
+    usage = [line.format(repo_id=info.repo_id) for line in (info.usage or DDPM_USAGE)]
+    body += ["## Usage", "", "```python", *usage, "```", ""]
     if info.figures:
         body += ["## Training results", "", "| measure | value |", "|---|---|"]
         body += [f"| {k} | {v} |" for k, v in info.figures.items()] + [""]

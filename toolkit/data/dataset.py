@@ -168,6 +168,9 @@ def build_train_images(source: ImageSource, resolution: int, center_crop: bool, 
     images = TrainImages(source, resolution, center_crop, with_conditioning)
     fits = count * (6 if with_conditioning else 3) * resolution * resolution * 1.5 < CACHE_LIMIT_BYTES
     keep = cache == "always" or (cache == "auto" and fits)
+    if isinstance(source, FiguresSource) and not keep:  # rendered on the fly, and never unreadable: an endless set
+        images.good = list(range(count))
+        return images
     decoded: list[torch.Tensor] = []
     with ThreadPoolExecutor() as pool:  # PIL releases the GIL while decoding and resizing
         results = pool.map(lambda i: _decode_or_none(images, i), range(count))

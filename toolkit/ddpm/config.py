@@ -34,7 +34,8 @@ class TrainUNetConfig:
     image_column: str = option("image", "the image column of --dataset_name")
     conditioning_image_column: str = option("conditioning_image", "the pose-map column of --dataset_name")
     max_train_samples: int | None = option(None, "use only the first N images (debugging, quick runs)")
-    num_figures: int = option(2000, "size of the built-in synthetic figures dataset used when no data is given")
+    num_figures: int = option(2000, "size of the built-in synthetic figures dataset used when no data is given; "
+                                    "with --cache_images never they are rendered on the fly, so 10000000 is endless")
     resolution: int = option(32, "training resolution in pixels (square)")
     center_crop: bool = option(True, "center crop after resizing the short side; --no-center_crop crops randomly")
     random_flip: bool = option(True, "random horizontal flip")

@@ -9,6 +9,11 @@ from toolkit.ddpm.config import TrainUNetConfig
 from toolkit.ddpm.outputs import RunSummary
 from toolkit.hub import CardInfo, build_model_card, push_folder, stage_upload
 
+POSE_USAGE = ["# pip install anatomy-toolkit  (the pipeline class lives there)",
+              "from PIL import Image", "from toolkit.ddpm.pipeline import PoseDDPMPipeline", "",
+              'pipe = PoseDDPMPipeline.from_pretrained("{repo_id}")',
+              'images = pipe([Image.open("pose.png")], num_inference_steps=20)  # OpenPose maps in, images out']
+
 
 def card_info(cfg: TrainUNetConfig, summary: RunSummary) -> CardInfo:
     """What the model card of a DDPM run says: data, figures, sample grid and the resolved config."""
@@ -22,13 +27,16 @@ def card_info(cfg: TrainUNetConfig, summary: RunSummary) -> CardInfo:
         "mixed precision": summary.mixed_precision,
         "skipped files": len(summary.skipped_files),
     }
-    description = (f"An unconditional image diffusion model (diffusers `UNet2DModel`, preset `{cfg.model_preset}`, "
+    posed = cfg.conditioning == "pose"
+    kind = "A pose-conditioned (OpenPose map concatenated to the input)" if posed else "An unconditional"
+    description = (f"{kind} image diffusion model (diffusers `UNet2DModel`, preset `{cfg.model_preset}`, "
                    f"{cfg.prediction_type} prediction) trained from scratch on {summary.data} with "
                    "[anatomy-toolkit](https://github.com/) `train_unet.py`.")
-    return CardInfo(repo_id=cfg.hub_model_id, pipeline_tag="unconditional-image-generation", license=cfg.hub_license,
-                    description=description, tags=["unconditional-image-generation", "ddpm"], datasets=datasets,
-                    grid="samples/final.png", loss_plot="loss.png", config=to_dict(cfg),
-                    figures=figures)
+    tags = ["ddpm", "openpose", "pose-conditioned"] if posed else ["unconditional-image-generation", "ddpm"]
+    return CardInfo(repo_id=cfg.hub_model_id, pipeline_tag="image-to-image" if posed else
+                    "unconditional-image-generation", license=cfg.hub_license, description=description, tags=tags,
+                    datasets=datasets, grid="samples/final.png", loss_plot="loss.png", config=to_dict(cfg),
+                    figures=figures, usage=POSE_USAGE if posed else None)
 
 
 def publish(cfg: TrainUNetConfig, summary: RunSummary) -> str:

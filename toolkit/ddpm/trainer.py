@@ -237,7 +237,7 @@ def validate(run: Run, step: int, resolution: int, name: str | None = None) -> P
     path.parent.mkdir(parents=True, exist_ok=True)
     if maps is not None:  # pose | sample pairs, side by side
         poses = ((maps + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
-        images = np.stack([im for pair in zip(poses, images) for im in pair])
+        images = np.stack([im for pair in zip(poses, images, strict=True) for im in pair])
     make_grid(images, cols=8 if maps is not None and len(images) >= 8 else None).save(path)
     log_images(acc, images, step)
     return path

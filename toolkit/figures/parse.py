@@ -21,7 +21,14 @@ import cv2
 import numpy as np
 
 from toolkit.figures.prior import (
-    L_EAR, L_EYE, LIMBS, NECK, NOSE, R_EAR, R_EYE, SEGMENTS,
+    L_EAR,
+    L_EYE,
+    LIMBS,
+    NECK,
+    NOSE,
+    R_EAR,
+    R_EYE,
+    SEGMENTS,
 )
 from toolkit.figures.render import SEGMENT_HUES
 
@@ -190,7 +197,7 @@ def parse_figure(image: np.ndarray) -> Parsed:
         broken = up is not None and low is not None and _gap(up, low) > GAP_WIDTHS * limb_width
         if broken:
             result.broken.append(limb)
-        for index, point in zip(SEGMENTS[upper] + SEGMENTS[lower][1:], (root, joint, tip)):
+        for index, point in zip(SEGMENTS[upper] + SEGMENTS[lower][1:], (root, joint, tip), strict=True):
             if point is not None:
                 result.keypoints[index] = (*point, 1.0)
         if not broken and limb not in {n.rsplit("_", 1)[0] for n in result.extra}:

@@ -106,7 +106,7 @@ def _rotate(p: np.ndarray, centre: np.ndarray, degrees: float) -> np.ndarray:
     return centre + rot @ (p - centre)
 
 
-def kp_head(strokes: list[Stroke]) -> np.ndarray:
+def _head_points(strokes: list[Stroke]) -> np.ndarray:
     """Points standing in for the head and neck: above the shoulders' midpoint (body units), shape (3, 2)."""
     shoulders = [s.start for s in strokes if s.segment.endswith("upper_arm")]
     top = np.mean(shoulders, 0) if shoulders else np.zeros(2)
@@ -128,7 +128,7 @@ def plant(kind: str, strokes: list[Stroke], rng: np.random.Generator) -> tuple[l
         magnitude, root = rng.uniform(50, 90), by_name[upper].start
         copies = [[Stroke(s.segment, _rotate(s.start, root, sign * magnitude), _rotate(s.end, root, sign * magnitude))
                    for s in (by_name[upper], by_name[lower])] for sign in (-1, 1)]
-        body = np.concatenate([np.linspace(s.start, s.end, 5) for s in strokes] + [kp_head(strokes)])
+        body = np.concatenate([np.linspace(s.start, s.end, 5) for s in strokes] + [_head_points(strokes)])
         clearance = [min(np.linalg.norm(body - c[1].end, axis=1).min(), np.linalg.norm(body - c[0].end, axis=1).min())
                      for c in copies]
         best = int(np.argmax(clearance))  # the side where the copy lies in free space, so that it shows

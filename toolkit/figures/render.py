@@ -19,10 +19,23 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from toolkit.figures.prior import (
-    L_EAR, L_EYE, L_HIP, L_SHO, NECK, NOSE, R_EAR, R_EYE, R_HIP, R_SHO, SEGMENTS, plant, sample_pose, strokes_of,
+    L_EAR,
+    L_EYE,
+    L_HIP,
+    L_SHO,
+    NECK,
+    NOSE,
+    R_EAR,
+    R_EYE,
+    R_HIP,
+    R_SHO,
+    SEGMENTS,
+    plant,
+    sample_pose,
+    strokes_of,
 )
 
-SEGMENT_HUES = dict(zip(SEGMENTS, (70, 110, 150, 190, 230, 270, 310, 350)))  # degrees; skin sits near 30
+SEGMENT_HUES = dict(zip(SEGMENTS, (70, 110, 150, 190, 230, 270, 310, 350), strict=True))  # degrees; skin sits near 30
 SEGMENT_WIDTHS = {"upper_arm": 0.07, "forearm": 0.062, "thigh": 0.085, "shin": 0.075}  # body units
 SKIN_TONES = [(255, 219, 172), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (92, 58, 33)]
 HAND_RADIUS, SHOE = 0.032, (35, 35, 35)
