@@ -5,6 +5,7 @@ Trains three UNet2DModels of the same size for the same number of steps on the s
 --num_samples images from each ((b) and (c) from held-out poses) and scores them with the figures parser.
 
     python benchmarks/bench_pose_conditioning.py --output_dir runs/bench-pose   # about 70 min on 2 CPU cores
+    python benchmarks/bench_pose_conditioning.py --skip_training --scheduler dpm --num_inference_steps 20
 
 Prints JSON and a table; writes OUTPUT_DIR/results.json and a comparison grid OUTPUT_DIR/comparison.png.
 """
@@ -35,10 +36,11 @@ def train(name: str, extra: dict, args) -> float:
 
 
 def sample(name: str, conditioned: bool, poses: Path, args) -> Path:
-    """Generate the evaluation images of one run; returns their folder."""
-    out = Path(args.output_dir) / name / "eval_samples"
+    """Generate the evaluation images of one run with the chosen solver; returns their folder."""
+    out = Path(args.output_dir) / name / f"eval_samples_{args.scheduler}{args.num_inference_steps}"
     argv = ["--pipeline", f"{args.output_dir}/{name}", "--output_dir", str(out), "--num_images", str(args.num_samples),
-            "--batch_size", "64", "--seed", "1234"]
+            "--batch_size", "64", "--seed", "1234", "--scheduler", args.scheduler,
+            "--num_inference_steps", str(args.num_inference_steps)]
     if conditioned:
         argv += ["--poses", str(poses)]
     subprocess.run([sys.executable, "-m", "toolkit.sample", *argv], check=True)
@@ -60,38 +62,43 @@ def main() -> None:
     parser.add_argument("--num_samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--runs", default=",".join(RUNS), help="comma-separated subset of " + ",".join(RUNS))
+    parser.add_argument("--scheduler", default="ddim", help="solver for the evaluation samples")
+    parser.add_argument("--num_inference_steps", type=int, default=50)
+    parser.add_argument("--skip_training", action="store_true", help="re-sample and score runs already trained")
     args = parser.parse_args()
+    tag = f"{args.scheduler}{args.num_inference_steps}"
 
     held_out = write_dataset(Path(args.output_dir) / "held_out", args.num_samples, args.resolution, seed=99)
     results = {"settings": vars(args), "held_out_renders": _summary(evaluate_images(
         list_image_files(held_out), held_out / "keypoints"))}
     for name in args.runs.split(","):
-        seconds = train(name, RUNS[name], args)
+        seconds = None if args.skip_training else round(train(name, RUNS[name], args), 1)
         conditioned = "conditioning" in RUNS[name]
         folder = sample(name, conditioned, held_out / "keypoints", args)
         report = evaluate_images(sorted(folder.glob("[0-9]*.png")), held_out / "keypoints" if conditioned else None)
-        (Path(args.output_dir) / name / "anatomy_report.json").write_text(json.dumps(report, indent=1))
-        results[name] = {"train_seconds": round(seconds, 1), **_summary(report)}
-    (Path(args.output_dir) / "results.json").write_text(json.dumps(results, indent=1))
+        (Path(args.output_dir) / name / f"anatomy_report_{tag}.json").write_text(json.dumps(report, indent=1))
+        results[name] = {"train_seconds": seconds, **_summary(report)}
+    (Path(args.output_dir) / f"results_{tag}.json").write_text(json.dumps(results, indent=1))
     print(json.dumps(results, indent=1))
     print(_table(results))
 
 
 def _summary(report: dict) -> dict:
     return {"distortion_rate": report["distortion_rate"], "breakdown": report["breakdown"], "pck": report["pck"],
-            "num_images": report["num_images"]}
+            "flags_per_image": report["flags_per_image"], "num_images": report["num_images"]}
 
 
 def _table(results: dict) -> str:
-    rows = ["| run | distortion rate | missing | extra | broken | wrong length | PCK@0.1 | train s |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| run | distortion rate | missing | extra | broken | wrong length | flags / image | PCK@0.1 | train s |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         if name == "settings":
             continue
         b = r["breakdown"]
         pck = "n/a" if r["pck"] is None else f"{r['pck']:.3f}"
         rows.append(f"| {name} | {r['distortion_rate']:.3f} | {b['missing']:.3f} | {b['extra']:.3f} | "
-                    f"{b['broken']:.3f} | {b['wrong_length']:.3f} | {pck} | {r.get('train_seconds', '-')} |")
+                    f"{b['broken']:.3f} | {b['wrong_length']:.3f} | {r['flags_per_image']:.2f} | {pck} | "
+                    f"{r.get('train_seconds') or '-'} |")
     return "\n".join(rows)
 
 

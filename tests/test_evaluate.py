@@ -23,7 +23,20 @@ def test_report_on_clean_and_distorted_folders(tmp_path, capsys):
 
     assert main(["--images", str(distorted), "--output", str(tmp_path / "bad.json")]) == 0
     bad = json.loads((tmp_path / "bad.json").read_text())
-    assert bad["distortion_rate"] >= 7 / 8 and bad["pck"] is None
+    assert bad["distortion_rate"] >= 7 / 8 and bad["pck"] is None and bad["flags_per_image"] >= 7 / 8
+
+
+def test_a_grid_beside_the_samples_is_left_out(tmp_path, capsys):
+    data = write_dataset(tmp_path / "d", 3, 64, seed=1)
+    images = tmp_path / "generated"
+    images.mkdir()
+    for path in (data / "images").iterdir():
+        (images / path.name).write_bytes(path.read_bytes())
+    Image.new("RGB", (200, 70)).save(images / "grid.png")
+    assert main(["--images", str(images), "--output", str(tmp_path / "r.json")]) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["num_images"] == 3 and report["skipped_other_size"] == ["grid.png"]
+    assert "grid.png" in capsys.readouterr().out
 
 
 def test_pck_uses_the_poses_rescaled_to_the_image(tmp_path):

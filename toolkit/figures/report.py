@@ -57,6 +57,7 @@ def evaluate_images(image_files: list[Path], poses_dir: Path | None = None, alph
         "num_images": len(rows),
         "distortion_rate": sum(r["distorted"] for r in rows) / n,
         "breakdown": {kind: sum(bool(r[kind]) for r in rows) / n for kind in KINDS},
+        "flags_per_image": sum(sum(len(r[kind]) for kind in KINDS) for r in rows) / n,  # graded, when rates saturate
         "pck": sum(c for c, _ in counts) / total if total else None,
         "pck_alpha": alpha,
         "images_with_pose": len(counts),
@@ -70,6 +71,7 @@ def table(report: dict) -> str:
     lines = [f"images            {report['num_images']}",
              f"distortion rate   {report['distortion_rate']:.3f}"]
     lines += [f"  {kind:<15} {rate:.3f}" for kind, rate in report["breakdown"].items()]
+    lines.append(f"flags per image   {report['flags_per_image']:.2f}")
     pck_text = "n/a (no --poses)" if report["pck"] is None else f"{report['pck']:.3f}"
     lines.append(f"PCK@{report['pck_alpha']:g}          {pck_text}")
     if report["unreadable"]:
