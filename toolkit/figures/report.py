@@ -10,22 +10,12 @@ from tqdm.auto import tqdm
 
 from toolkit.data.images import DECODE_ERRORS, load_rgb
 from toolkit.figures.parse import parse_figure
+from toolkit.pose.fidelity import rescale
 from toolkit.pose.keypoints import load_pose
 from toolkit.pose.metrics import pck
 
 KINDS = ("missing", "extra", "broken", "wrong_length")
 MIN_RESOLUTION = 48  # below this the parser's own false-positive rate is not small (docs/figures.md)
-
-
-def reference_body(pose_file: Path, width: int, height: int) -> np.ndarray | None:
-    """The first person's body (18, 3) from an OpenPose JSON, rescaled to a (width, height) image; None if empty."""
-    pose = load_pose(pose_file, width, height)
-    if not pose.people:
-        return None
-    body = pose.people[0].body.copy()
-    body[:, 0] *= width / pose.width
-    body[:, 1] *= height / pose.height
-    return body
 
 
 def score_file(image_file: Path, pose_file: Path | None, alpha: float = 0.1) -> dict:
@@ -34,7 +24,7 @@ def score_file(image_file: Path, pose_file: Path | None, alpha: float = 0.1) -> 
     parsed = parse_figure(image)
     row = {"file_name": image_file.name, **parsed.to_json()}
     if pose_file is not None:
-        ref = reference_body(pose_file, image.shape[1], image.shape[0])
+        ref = rescale(load_pose(pose_file), image.shape[1], image.shape[0])
         correct, total = pck(ref, parsed.keypoints, alpha=alpha, norm="bbox") if ref is not None else (0, 0)
         row["pck"] = correct / total if total else None
         row["pck_counts"] = [correct, total]
