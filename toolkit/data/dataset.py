@@ -188,13 +188,18 @@ def build_train_images(source: ImageSource, resolution: int, center_crop: bool, 
     return images
 
 
+@functools.lru_cache(maxsize=2)  # the current epoch and the next: drawn once per epoch, not once per batch
+def _epoch_permutation(num_items: int, seed: int) -> torch.Tensor:
+    return torch.randperm(num_items, generator=torch.Generator().manual_seed(seed))
+
+
 def batch_indices(num_items: int, batch_size: int, seed: int, batch_number: int) -> list[int]:
     """Indices of micro-batch `batch_number` in an endless stream of seeded per-epoch permutations."""
     start = batch_number * batch_size
     out: list[int] = []
     while len(out) < batch_size:
         epoch, offset = divmod(start + len(out), num_items)
-        perm = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+        perm = _epoch_permutation(num_items, seed * 100_003 + epoch)
         take = min(batch_size - len(out), num_items - offset)
         out.extend(perm[offset:offset + take].tolist())
     return out

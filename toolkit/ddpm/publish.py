@@ -10,9 +10,11 @@ from toolkit.ddpm.outputs import RunSummary
 from toolkit.hub import CardInfo, build_model_card, push_folder, stage_upload
 
 POSE_USAGE = ["# pip install anatomy-toolkit  (the pipeline class lives there)",
-              "from PIL import Image", "from toolkit.ddpm.pipeline import PoseDDPMPipeline", "",
+              "from diffusers import DDIMScheduler", "from PIL import Image",
+              "from toolkit.ddpm.pipeline import PoseDDPMPipeline", "",
               'pipe = PoseDDPMPipeline.from_pretrained("{repo_id}")',
-              'images = pipe([Image.open("pose.png")], num_inference_steps=20)  # OpenPose maps in, images out']
+              "pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # DDIM-50 scored best (docs/figures.md)",
+              'images = pipe([Image.open("pose.png")], num_inference_steps=50)  # OpenPose maps in, images out']
 
 
 def card_info(cfg: TrainUNetConfig, summary: RunSummary) -> CardInfo:
