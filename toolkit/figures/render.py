@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw
 
+from toolkit.figures.attributes import sample_labelled_pose
 from toolkit.figures.prior import (
     L_EAR,
     L_EYE,
@@ -38,7 +39,7 @@ from toolkit.figures.prior import (
 SEGMENT_HUES = dict(zip(SEGMENTS, (70, 110, 150, 190, 230, 270, 310, 350), strict=True))  # degrees; skin sits near 30
 SEGMENT_WIDTHS = {"upper_arm": 0.07, "forearm": 0.062, "thigh": 0.085, "shin": 0.075}  # body units
 SKIN_TONES = [(255, 219, 172), (241, 194, 125), (224, 172, 105), (198, 134, 66), (141, 85, 36), (92, 58, 33)]
-HAND_RADIUS, SHOE = 0.032, (35, 35, 35)
+HAND_RADIUS, HEAD_RADIUS, SHOE, HAIR = 0.032, 0.06, (35, 35, 35), (60, 40, 25)
 
 
 @dataclass
@@ -109,22 +110,26 @@ def _suit(rng: np.random.Generator) -> dict[str, tuple[int, int, int]]:
             for name, hue in SEGMENT_HUES.items()}
 
 
-def _draw_head(draw: ImageDraw.ImageDraw, px: np.ndarray, skin, unit: float) -> None:
-    centre, r = (px[R_EAR] + px[L_EAR]) / 2, np.linalg.norm(px[L_EAR] - px[R_EAR]) / 2
+def _draw_head(draw: ImageDraw.ImageDraw, px: np.ndarray, skin, unit: float, visible: np.ndarray) -> None:
+    """Head and neck; eyes and mouth only where the face points are visible (hair from behind)."""
+    centre, r = (px[R_EAR] + px[L_EAR]) / 2, HEAD_RADIUS * unit
     _capsule(draw, px[NECK], centre, 0.05 * unit, skin)
-    draw.ellipse([centre[0] - r, centre[1] - 1.2 * r, centre[0] + r, centre[1] + 1.1 * r], fill=skin)
-    for eye in (px[R_EYE], px[L_EYE]):
+    box = [centre[0] - r, centre[1] - 1.2 * r, centre[0] + r, centre[1] + 1.1 * r]
+    draw.ellipse(box, fill=skin if visible[NOSE] else HAIR)
+    for eye in (px[i] for i in (R_EYE, L_EYE) if visible[i]):
         e = max(1.0, 0.12 * r)
         draw.ellipse([eye[0] - e, eye[1] - e, eye[0] + e, eye[1] + e], fill=(30, 30, 30))
+    if not visible[NOSE]:
+        return
     mouth = px[NOSE] + (0, 0.35 * r)
     draw.line([tuple(mouth - (0.25 * r, 0)), tuple(mouth + (0.25 * r, 0))], fill=(150, 60, 60),
               width=max(1, round(r * 0.1)))
 
 
 def draw_figure(px: np.ndarray, strokes: list, rng: np.random.Generator, canvas: Image.Image, unit: float,
-                background_lightness: float) -> None:
+                background_lightness: float, visible: np.ndarray | None = None) -> None:
     """Draw the body: torso, legs and shoes, arms and hands, head. `px` are the keypoints and `strokes` the limb
-    segments in canvas pixels; `unit` is pixels per body unit."""
+    segments in canvas pixels; `unit` is pixels per body unit; `visible` (18,) hides face points (default: all)."""
     draw = ImageDraw.Draw(canvas)
     suit, skin = _suit(rng), SKIN_TONES[rng.integers(len(SKIN_TONES))]
     grey = rng.uniform(0.12, 0.35) if background_lightness > 0.55 else rng.uniform(0.65, 0.9)  # torso stands out
@@ -132,6 +137,8 @@ def draw_figure(px: np.ndarray, strokes: list, rng: np.random.Generator, canvas:
     legs = [s for s in strokes if s.segment.endswith(("thigh", "shin"))]
     arms = [s for s in strokes if s.segment.endswith("arm")]
     torso = [px[R_SHO], px[L_SHO], px[L_HIP] + (0.025 * unit, 0), px[R_HIP] - (0.025 * unit, 0)]
+    if np.linalg.norm(px[L_SHO] - px[R_SHO]) < 0.12 * unit:  # seen from the side: the torso has depth
+        _capsule(draw, px[NECK], (px[R_HIP] + px[L_HIP]) / 2, 0.14 * unit, torso_colour)
     draw.polygon([tuple(p) for p in torso], fill=torso_colour, outline=(20, 20, 20))
     for s in legs:  # over the torso's lower edge, so that the hip ends of the thighs show
         _capsule(draw, s.start, s.end, segment_width(s.segment) * unit, suit[s.segment])
@@ -142,7 +149,7 @@ def draw_figure(px: np.ndarray, strokes: list, rng: np.random.Generator, canvas:
         if s.segment.endswith("forearm"):
             r = HAND_RADIUS * unit
             draw.ellipse([s.end[0] - r, s.end[1] - r, s.end[0] + r, s.end[1] + r], fill=skin)
-    _draw_head(draw, px, skin, unit)
+    _draw_head(draw, px, skin, unit, np.ones(18, dtype=bool) if visible is None else visible)
 
 
 def render_figure(seed: int, resolution: int, posture: str | None = None, distortion: str = "none",
@@ -162,3 +169,35 @@ def render_figure(seed: int, resolution: int, posture: str | None = None, distor
     image = canvas.resize((resolution, resolution), Image.Resampling.LANCZOS) if supersample > 1 else canvas
     keypoints = np.concatenate([px / supersample, np.ones((18, 1))], axis=1)
     return Figure(image=image, keypoints=keypoints, labels=labels, distortion=planted)
+
+
+def _crop_placement(points: np.ndarray, bottom: float, resolution: int):
+    """Map body units to pixels so that `points` above `bottom` fill the canvas and `bottom` is its lower edge."""
+    above = points[points[:, 1] <= bottom]
+    top = above[:, 1].min() - 0.1  # room for the top of the head
+    half_width = max(np.abs(above[:, 0] - above[:, 0].mean()).max() + 0.08, (bottom - top) / 2)
+    scale = resolution / max(bottom - top, 2 * half_width)
+    offset = np.array([resolution / 2 - above[:, 0].mean() * scale, resolution - bottom * scale])
+    return lambda p: np.asarray(p) * scale + offset, scale
+
+
+def render_labelled(seed: int, resolution: int, supersample: int = 2, **fixed: str) -> Figure:
+    """Render a figure from the labelled sampler (`attributes.py`): any view, framing, posture, arms and legs, with
+    labels for pose-to-text. Keypoints hidden from the view or cut off by the framing get confidence 0."""
+    rng = np.random.default_rng(seed)
+    pose = sample_labelled_pose(rng, **fixed)
+    kp, strokes = pose.keypoints, strokes_of(pose.keypoints)
+    big = resolution * supersample
+    if pose.crop_bottom is None:
+        to_px, unit = _placement(np.concatenate([kp] + [np.stack([s.start, s.end]) for s in strokes]), rng, big)
+    else:
+        to_px, unit = _crop_placement(kp, pose.crop_bottom, big)
+    for s in strokes:
+        s.start, s.end = to_px(s.start), to_px(s.end)
+    px = to_px(kp)
+    canvas, lightness = _background(rng, big)
+    draw_figure(px, strokes, rng, canvas, unit, lightness, pose.visible)
+    image = canvas.resize((resolution, resolution), Image.Resampling.LANCZOS) if supersample > 1 else canvas
+    inside = ((px >= 0) & (px < big)).all(1)
+    keypoints = np.concatenate([px / supersample, (pose.visible & inside)[:, None].astype(float)], axis=1)
+    return Figure(image=image, keypoints=keypoints, labels=pose.labels)
