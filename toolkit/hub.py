@@ -37,6 +37,7 @@ class CardInfo:
     config: dict | None = None
     figures: dict | None = None
     usage: list[str] | None = None  # Python lines for the Usage section; default: a DDPMPipeline
+    base_model: str | None = None  # what a fine-tune (a LoRA) was trained on
 
 
 DDPM_USAGE = ["from diffusers import DDPMPipeline, DPMSolverMultistepScheduler", "",
@@ -48,7 +49,7 @@ DDPM_USAGE = ["from diffusers import DDPMPipeline, DPMSolverMultistepScheduler",
 def build_model_card(info: CardInfo) -> ModelCard:
     """A model card: YAML metadata (library, pipeline tag, license, tags, datasets) and a readable body."""
     data = ModelCardData(license=info.license, library_name="diffusers", pipeline_tag=info.pipeline_tag,
-                         datasets=info.datasets)
+                         datasets=info.datasets, base_model=info.base_model)
     body = [f"# {info.repo_id}", "", info.description, ""]
     if info.grid:
         body += ["## Samples", "", f"![samples]({info.grid})", ""]
@@ -66,13 +67,14 @@ def build_model_card(info: CardInfo) -> ModelCard:
     return populate_model_card(card, tags=["diffusers", "anatomy-toolkit", *info.tags])
 
 
-def stage_upload(output_dir: str | Path, card: ModelCard) -> Path:
-    """Write `output_dir/hub_upload`: exactly the files that would be pushed (checkpoints and logs excluded)."""
+def stage_upload(output_dir: str | Path, card: ModelCard, files: list[str] | None = None) -> Path:
+    """Write `output_dir/hub_upload`: exactly the files that would be pushed (`files`, default a DDPM run's;
+    checkpoints and logs excluded)."""
     output_dir = Path(output_dir)
     card.save(output_dir / "README.md")
     stage = output_dir / UPLOAD_DIR
     shutil.rmtree(stage, ignore_errors=True)
-    for name in PUBLISHED:
+    for name in files or PUBLISHED:
         src = output_dir / name
         if not src.exists():
             continue

@@ -1,7 +1,9 @@
-"""Generate images and a grid from a saved pipeline (unconditional or pose-conditioned) with a fast solver.
+"""Generate images and a grid from a saved pipeline (DDPM, pose-conditioned DDPM, or SD + ControlNet + LoRA).
 
     python -m toolkit.sample --pipeline runs/ddpm-figures --num_images 16 --num_inference_steps 20 --scheduler dpm
     python -m toolkit.sample --pipeline runs/figures-pose --poses data/figures/keypoints
+    python -m toolkit.sample --pipeline SD_DIR --controlnet CONTROLNET --lora runs/pose-lora --poses poses/ \
+        --prompt "a photo of a dancer" --scheduler unipc
 
 With --poses (a folder of OpenPose JSON, or of pose-map images) a pose-conditioned pipeline makes one image per
 pose, named like the pose file, so that `python -m toolkit.evaluate --poses` can pair them.
@@ -32,6 +34,14 @@ class SampleConfig:
     batch_size: int = option(16, "images generated at once")
     resolution: int | None = option(None, "output size; defaults to the training resolution")
     output_dir: str | None = option(None, "where to write images and grid.png (default: PIPELINE/generated)")
+    controlnet: str | None = option(None, "a ControlNet-OpenPose folder or Hub id: --pipeline is then a Stable "
+                                          "Diffusion pipeline, driven by --poses")
+    lora: str | None = option(None, "Stable Diffusion: a LoRA folder or .safetensors file (diffusers or kohya format)")
+    prompt: str = option("a photo of a person", "Stable Diffusion: the prompt; the pose phrase and the preset's "
+                                                "positive terms are appended")
+    negative_prompt: str = option("", "Stable Diffusion: your negative prompt; the preset's terms are appended")
+    preset: list[str] = option(["anatomy"], "Stable Diffusion: structure prompt presets (toolkit.prompts)")
+    guidance_scale: float = option(7.5, "Stable Diffusion: classifier-free guidance scale")
 
     def __post_init__(self) -> None:
         for key in ("num_images", "num_inference_steps", "batch_size"):
@@ -86,6 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     from toolkit.sampling import generate, make_grid, make_scheduler
 
     cfg = parse_config(SampleConfig, argv, description=__doc__.splitlines()[0])
+    if cfg.controlnet:
+        from toolkit.lora.generate import sample_controlnet
+
+        print(sample_controlnet(cfg))
+        return 0
     pipe = load_pipeline(cfg.pipeline)
     conditioned = pipe.unet.config.in_channels > pipe.unet.config.out_channels
     if conditioned != (cfg.poses is not None):

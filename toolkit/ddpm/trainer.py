@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.utils import ProjectConfiguration, set_seed
+from accelerate.utils import set_seed
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.optimization import get_scheduler
 from diffusers.training_utils import EMAModel
@@ -36,13 +35,7 @@ from toolkit.ddpm.outputs import (
 )
 from toolkit.errors import UserError
 from toolkit.sampling import generate, make_grid, make_scheduler
-from toolkit.training.checkpoints import (
-    list_checkpoints,
-    load_checkpoint,
-    remove_partial,
-    resolve_resume,
-    save_checkpoint,
-)
+from toolkit.training.checkpoints import resolve_resume, save_checkpoint
 from toolkit.training.losses import (
     pose_pixel_weights,
     sample_noise,
@@ -50,7 +43,7 @@ from toolkit.training.losses import (
     training_target,
     weighted_mse,
 )
-from toolkit.training.precision import resolve_mixed_precision, set_cpu_threads
+from toolkit.training.runs import make_accelerator, maybe_resume
 
 
 class TrainingDiverged(UserError):
@@ -76,25 +69,6 @@ class Run:
     @property
     def total_steps(self) -> int:
         return sum(s.steps for s in self.stages)
-
-
-def make_accelerator(cfg: TrainUNetConfig, out: Path) -> tuple[Accelerator, str]:
-    """An Accelerator with the resolved precision and trackers; returns it and the precision reason."""
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"
-    precision, reason = resolve_mixed_precision(cfg.mixed_precision, device_type)
-    trackers = {"none": None, "all": ["tensorboard", "wandb"]}.get(cfg.report_to, [cfg.report_to])
-    if trackers and "wandb" in trackers:
-        try:
-            import wandb  # noqa: F401
-        except ImportError:
-            raise UserError("--report_to wandb needs wandb: pip install 'anatomy-toolkit[wandb]'") from None
-    project = ProjectConfiguration(project_dir=str(out), logging_dir=str(out / cfg.logging_dir))
-    accelerator = Accelerator(mixed_precision=precision, log_with=trackers, project_config=project)
-    if cfg.allow_tf32 and device_type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-    if device_type == "cpu":
-        accelerator.print(set_cpu_threads(cfg.num_cpu_threads, accelerator.num_processes))
-    return accelerator, reason
 
 
 def resolve_stages(cfg: TrainUNetConfig, num_images: int, world: int) -> list[Stage]:
@@ -272,7 +246,9 @@ def train(cfg: TrainUNetConfig) -> RunSummary:
     save_yaml(cfg, out / "config.yaml")
     init_trackers(accelerator, cfg)
     try:
-        step, resumed_from, history = _maybe_resume(run)
+        step, resumed_from, state = maybe_resume(accelerator, out, cfg.resume_from_checkpoint,
+                                                 cfg.overwrite_output_dir)
+        history = list(state.get("loss_history", []))
         summary = _loop(run, images, step, history)
         summary.resumed_from = resumed_from
         summary.mixed_precision = f"{accelerator.mixed_precision} ({precision_reason})"
@@ -283,34 +259,6 @@ def train(cfg: TrainUNetConfig) -> RunSummary:
         accelerator.end_training()  # flush the trackers, also when the run stops on an error
     write_summary(summary, out)
     return summary
-
-
-def _maybe_resume(run: Run) -> tuple[int, str | None, list[float]]:
-    """(step, checkpoint path, loss history) to continue from; (0, None, []) for a fresh run."""
-    ckpt_root = run.out / "checkpoints"
-    remove_partial(ckpt_root)
-    path = resolve_resume(ckpt_root, run.cfg.resume_from_checkpoint)
-    if run.cfg.resume_from_checkpoint == "latest" and path is None:
-        run.accelerator.print(f"no checkpoint in {ckpt_root} yet: starting a new run")
-    if path is None:
-        _refuse_to_mix_runs(run, ckpt_root)
-        return 0, None, []
-    state = load_checkpoint(run.accelerator, path)
-    run.accelerator.print(f"resumed from {path} at step {state['global_step']}")
-    return int(state["global_step"]), str(path), list(state.get("loss_history", []))
-
-
-def _refuse_to_mix_runs(run: Run, ckpt_root: Path) -> None:
-    """A fresh run must not rotate away, or later resume from, another run's checkpoints."""
-    old = list_checkpoints(ckpt_root)
-    if not old:
-        return
-    if not run.cfg.overwrite_output_dir:
-        raise UserError(f"{run.out} already holds checkpoints of an earlier run ({old[-1].name}): pass "
-                        "--resume_from_checkpoint latest to continue it, --overwrite_output_dir to start over, "
-                        "or another --output_dir")
-    for path in old:
-        shutil.rmtree(path)
 
 
 def _loop(run: Run, images: TrainImages, step: int, history: list[float]) -> RunSummary:

@@ -1,0 +1,237 @@
+"""Pose-LoRA fine-tuning of (tiny, random) Stable Diffusion under a frozen ControlNet: which weights train, caching,
+precision, resume, saved formats, validation, sampling and the command line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from toolkit.config import ConfigError, from_dict
+from toolkit.lora.config import PoseLoraConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """Tiny SD + ControlNet folders and 8 figures at 32 px with keypoints."""
+    from toolkit.figures.dataset import write_dataset
+    from toolkit.lora.tiny import make_tiny_sd
+
+    root = tmp_path_factory.mktemp("tiny_sd")
+    make_tiny_sd(root / "models")
+    write_dataset(root / "figures", 8, 32, seed=0)
+    return root
+
+
+def lora_flags(tiny: Path, out: Path, **overrides) -> dict:
+    flags = {"pretrained_model_name_or_path": str(tiny / "models/sd"),
+             "controlnet_model_name_or_path": str(tiny / "models/controlnet"), "train_data_dir": str(tiny / "figures"),
+             "output_dir": str(out), "resolution": 32, "train_batch_size": 2, "max_train_steps": 3, "rank": 4,
+             "lora_alpha": 8, "learning_rate": 1e-2, "validation_steps": 100, "checkpointing_steps": 100,
+             "num_validation_images": 2, "num_inference_steps": 2, "mixed_precision": "no", "report_to": "none",
+             "score_poses": False, "random_flip": True, "num_cpu_threads": 2}
+    flags.update(overrides)
+    return flags
+
+
+def lora_cfg(tiny: Path, out: Path, **overrides) -> PoseLoraConfig:
+    return from_dict(PoseLoraConfig, lora_flags(tiny, out, **overrides))
+
+
+def as_argv(flags: dict) -> list[str]:
+    argv = []
+    for key, value in flags.items():
+        argv += [f"--{key}"] if value is True else [f"--no-{key}"] if value is False else [f"--{key}", str(value)]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def trained(tiny, tmp_path_factory):
+    """One finished run with validation, pose scores and a hub dry run (read-only for the tests that use it)."""
+    from toolkit.train_pose_lora import main
+
+    out = tmp_path_factory.mktemp("lora") / "run"
+    flags = lora_flags(tiny, out, validation_steps=2, score_poses=True, hub_model_id="me/pose-lora", hub_dry_run=True)
+    assert main(as_argv(flags)) == 0
+    return out
+
+
+def _snapshot(module: torch.nn.Module, lora: bool) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if ("lora_" in k) == lora}
+
+
+def test_tiny_sd_folders_load_with_from_pretrained(tiny):
+    from diffusers import ControlNetModel, StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(tiny / "models/sd")
+    assert pipe.tokenizer.model_max_length == 77 and pipe.tokenizer("a cat").input_ids == [49406, 320, 2368, 49407]
+    controlnet = ControlNetModel.from_pretrained(tiny / "models/controlnet")
+    assert controlnet.config.cross_attention_dim == pipe.unet.config.cross_attention_dim
+
+
+def test_training_changes_only_the_lora_weights(tiny, tmp_path):
+    from toolkit.lora.trainer import build_run, train_step
+
+    run, _ = build_run(lora_cfg(tiny, tmp_path / "run"))
+    m = run.models
+    frozen = {name: _snapshot(mod, lora=False) for name, mod in
+              (("text_encoder", m.text_encoder), ("vae", m.vae), ("controlnet", m.controlnet), ("unet", m.unet))}
+    lora_before = _snapshot(m.unet, lora=True)
+    assert lora_before and all("lora_" in n for n, p in m.unet.named_parameters() if p.requires_grad)
+    assert sum(p.numel() for p in run.params) == sum(v.numel() for v in lora_before.values())
+    for step in range(2):
+        loss, _ = train_step(run, step)
+        assert np.isfinite(loss)
+    for name, module in (("text_encoder", m.text_encoder), ("vae", m.vae), ("controlnet", m.controlnet),
+                         ("unet", m.unet)):
+        after = _snapshot(module, lora=False)
+        assert all(torch.equal(after[k], v) for k, v in frozen[name].items()), f"{name} changed"
+    after = _snapshot(m.unet, lora=True)
+    assert any(not torch.equal(after[k], v) for k, v in lora_before.items())
+
+
+def test_cached_and_uncached_batches_give_the_same_loss(tiny, tmp_path):
+    from toolkit.lora.trainer import build_run, micro_loss
+
+    losses = []
+    for cached in (True, False):
+        run, _ = build_run(lora_cfg(tiny, tmp_path / f"run{cached}", cache_latents=cached,
+                                    cache_text_embeddings=cached, proportion_empty_prompts=0.5))
+        assert (run.caches.latents is not None) == cached
+        with torch.no_grad():
+            losses.append(micro_loss(run, [0, 3, 5], torch.Generator().manual_seed(7)))
+    torch.testing.assert_close(losses[0], losses[1], rtol=1e-4, atol=1e-6)
+
+
+def test_lora_weights_stay_fp32_under_bf16(tiny, tmp_path):
+    from toolkit.lora.trainer import build_run, train_step
+
+    run, _ = build_run(lora_cfg(tiny, tmp_path / "run", mixed_precision="bf16"))
+    assert run.weight_dtype == torch.bfloat16
+    assert next(run.models.vae.parameters()).dtype == torch.bfloat16
+    base = [p for n, p in run.models.unet.named_parameters() if "lora_" not in n]
+    assert all(p.dtype == torch.bfloat16 for p in base)
+    loss, _ = train_step(run, 0)
+    assert np.isfinite(loss) and all(p.dtype == torch.float32 for p in run.params)
+
+
+def test_resume_continues_exactly(tiny, tmp_path):
+    from toolkit.lora.trainer import train
+
+    out = tmp_path / "run"
+    train(lora_cfg(tiny, out, max_train_steps=4, checkpointing_steps=2))
+    straight = load_file(out / "pytorch_lora_weights.safetensors")
+    shutil.rmtree(out / "checkpoints" / "checkpoint-4")
+    summary = train(lora_cfg(tiny, out, max_train_steps=4, checkpointing_steps=2, resume_from_checkpoint="latest"))
+    assert summary.start_step == 2
+    resumed = load_file(out / "pytorch_lora_weights.safetensors")
+    assert straight.keys() == resumed.keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+def test_saved_formats_reload_from_disk_and_change_the_output(tiny, trained):
+    from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+    from PIL import Image
+
+    from toolkit.lora.outputs import KOHYA_FILE, LORA_FILE
+
+    controlnet = ControlNetModel.from_pretrained(tiny / "models/controlnet")
+    pipe = StableDiffusionControlNetPipeline.from_pretrained(tiny / "models/sd", controlnet=controlnet,
+                                                             safety_checker=None, requires_safety_checker=False)
+    pose = Image.open(sorted((tiny / "figures/conditioning").iterdir())[0])
+
+    def run():
+        return pipe("a person", image=pose, num_inference_steps=2, height=32, width=32, output_type="np",
+                    generator=torch.Generator().manual_seed(0)).images
+
+    base = run()
+    outputs = {}
+    for name in (LORA_FILE, KOHYA_FILE):
+        pipe.load_lora_weights(trained, weight_name=name)
+        outputs[name] = run()
+        pipe.unload_lora_weights()
+    assert np.abs(outputs[LORA_FILE] - base).mean() > 1e-4
+    np.testing.assert_allclose(outputs[KOHYA_FILE], outputs[LORA_FILE], atol=1e-5)
+    np.testing.assert_allclose(run(), base, atol=1e-6)  # unloading restores the base model
+
+
+def test_run_folder_summary_card_and_validation(trained):
+    summary = json.loads((trained / "summary.json").read_text())
+    reload = summary["reload"]
+    assert set(reload) == {"pytorch_lora_weights.safetensors", "pose_lora_kohya.safetensors"}
+    assert all(r["mean_change_vs_base"] > 0 and r["max_diff_vs_trained"] < 1e-2 for r in reload.values())
+    from PIL import Image
+
+    grid = Image.open(trained / "samples/final.png")
+    assert grid.size == (3 * 34 + 2, 2 * 34 + 2)  # rows of pose | base | LoRA, 32 px tiles with 2 px padding
+    assert (trained / "samples/step_000002.png").is_file()
+    card = (trained / "README.md").read_text()
+    assert "base_model:" in card and all(f"- {tag}" in card for tag in ("lora", "controlnet", "openpose"))
+    staged = {p.name for p in (trained / "hub_upload").iterdir()}
+    assert {"pytorch_lora_weights.safetensors", "pose_lora_kohya.safetensors", "README.md"} <= staged
+    assert not (trained / "hub_upload" / "checkpoints").exists()
+
+
+def test_validation_scores_poses(trained):
+    pytest.importorskip("mediapipe")
+    scores = json.loads((trained / "summary.json").read_text())["pose_scores"]
+    for which in ("base", "lora"):
+        assert {"pck@0.2_torso", "oks_ap", "detection_rate"} <= set(scores[which])
+
+
+def test_flipped_pose_map_is_redrawn_not_mirrored(tiny):
+    from toolkit.lora.data import open_data
+
+    data = open_data(lora_cfg(tiny, tiny / "unused"))
+    example = data.example(0)
+    assert data.can_flip(0) and example.flipped_map.shape == example.pose_map.shape == (3, 32, 32)
+    mirrored = example.pose_map.flip(-1)
+    drawn = lambda m: m.amax(0) > 40  # noqa: E731
+    overlap = (drawn(example.flipped_map) & drawn(mirrored)).sum() / (drawn(example.flipped_map) | drawn(mirrored)).sum()
+    assert overlap > 0.6  # the same skeleton, mirrored ...
+    assert not torch.equal(example.flipped_map, mirrored)  # ... with left and right colours swapped
+    assert "full body" in example.caption and example.caption.startswith("a person")
+
+
+def test_sample_cli_generates_from_poses_with_the_lora(tiny, trained, tmp_path):
+    from toolkit.sample import main
+
+    out = tmp_path / "gen"
+    argv = ["--pipeline", str(tiny / "models/sd"), "--controlnet", str(tiny / "models/controlnet"), "--lora",
+            str(trained), "--poses", str(tiny / "figures/keypoints"), "--num_images", "2", "--num_inference_steps", "2",
+            "--resolution", "32", "--scheduler", "unipc", "--output_dir", str(out)]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.glob("*.png")) == ["000000.png", "000001.png", "grid.png"]
+    assert sorted(p.name for p in (out / "poses").iterdir()) == ["000000.json", "000001.json"]
+
+
+def test_config_errors_name_the_problem(tiny, tmp_path):
+    with pytest.raises(ConfigError, match="pretrained_model_name_or_path is required"):
+        from_dict(PoseLoraConfig, {"train_data_dir": "x"})
+    with pytest.raises(ConfigError, match="no-cache_text_embeddings"):
+        lora_cfg(tiny, tmp_path, shuffle_tags=True)
+    with pytest.raises(ConfigError, match="unknown config key 'lora_rank'"):
+        from_dict(PoseLoraConfig, {**lora_flags(tiny, tmp_path), "lora_rank": 4})
+    from toolkit.train_pose_lora import main
+
+    assert main(as_argv(lora_flags(tiny, tmp_path / "a", train_data_dir=str(tmp_path)))) == 2
+    assert main(as_argv(lora_flags(tiny, tmp_path / "b", pretrained_model_name_or_path=str(tmp_path / "none")))) == 2
+
+
+@pytest.mark.slow
+def test_accelerate_launch_smoke(tiny, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--mixed_precision", "no",
+           str(ROOT / "toolkit/train_pose_lora.py"), *as_argv(lora_flags(tiny, out, max_train_steps=2))]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "run finished" in result.stdout and (out / "pose_lora_kohya.safetensors").is_file()

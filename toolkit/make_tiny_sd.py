@@ -1,0 +1,27 @@
+"""Write a tiny random Stable Diffusion pipeline and ControlNet-OpenPose for offline runs of the LoRA trainer.
+
+    python -m toolkit.make_tiny_sd --output_dir tiny_sd
+    accelerate launch toolkit/train_pose_lora.py --config recipes/pose_lora_tiny.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write DIR/sd and DIR/controlnet."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--output_dir", default="tiny_sd", help="folder to write sd/ and controlnet/ into")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    args = parser.parse_args(argv)
+    from toolkit.lora.tiny import make_tiny_sd
+
+    sd, controlnet = make_tiny_sd(args.output_dir, args.seed)
+    print(f"wrote {sd} (StableDiffusionPipeline) and {controlnet} (ControlNetModel)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

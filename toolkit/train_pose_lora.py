@@ -1,0 +1,33 @@
+"""Fine-tune Stable Diffusion with a LoRA on the UNet under a frozen ControlNet-OpenPose, so people follow the pose.
+
+    python -m toolkit.make_tiny_sd --output_dir tiny_sd && python -m toolkit.figures --num_images 16 --resolution 64 \\
+        --output_dir data/figures64                                       # offline, CPU: tiny models and figures
+    accelerate launch toolkit/train_pose_lora.py --config recipes/pose_lora_tiny.yaml
+    accelerate launch toolkit/train_pose_lora.py --config recipes/pose_lora_sd15.yaml --train_data_dir data/   # GPU
+"""
+
+from __future__ import annotations
+
+import sys
+
+from toolkit.config import parse_config
+from toolkit.errors import cli_errors
+from toolkit.lora.config import PoseLoraConfig
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    """Parse flags (and a recipe), train, print the summary, and publish if asked."""
+    from toolkit.lora.finish import publish
+    from toolkit.lora.trainer import train
+
+    cfg = parse_config(PoseLoraConfig, argv, description=__doc__.splitlines()[0])
+    summary = train(cfg)
+    print("\nrun finished:\n" + summary.table())
+    if cfg.push_to_hub or cfg.hub_dry_run:
+        print(publish(cfg, summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
