@@ -6,6 +6,7 @@ from pathlib import Path
 
 from toolkit.config import markdown_table
 from toolkit.ddpm.config import TrainUNetConfig
+from toolkit.lora.config import PoseLoraConfig
 from toolkit.sample import SampleConfig
 
 HEADER = """# `train_unet.py` options
@@ -24,10 +25,24 @@ SAMPLE = """
 """
 
 
+POSE_LORA = """# `train_pose_lora.py` options
+
+Generated from `toolkit/lora/config.py` by `python docs/make_docs.py`. Flags, recipe keys and errors work as for
+`train_unet.py`. The workflow is in [pose_lora.md](pose_lora.md).
+
+"""
+
+
 def render() -> str:
-    """The whole options page."""
+    """The train_unet.py and sample options page."""
     return HEADER + markdown_table(TrainUNetConfig) + SAMPLE + markdown_table(SampleConfig) + "\n"
+
+
+def render_pose_lora() -> str:
+    """The train_pose_lora.py options page."""
+    return POSE_LORA + markdown_table(PoseLoraConfig) + "\n"
 
 
 if __name__ == "__main__":
     (Path(__file__).parent / "train_unet.md").write_text(render())
+    (Path(__file__).parent / "train_pose_lora.md").write_text(render_pose_lora())

@@ -60,7 +60,8 @@ def trained(tiny, tmp_path_factory):
     from toolkit.train_pose_lora import main
 
     out = tmp_path_factory.mktemp("lora") / "run"
-    flags = lora_flags(tiny, out, validation_steps=2, score_poses=True, hub_model_id="me/pose-lora", hub_dry_run=True)
+    flags = lora_flags(tiny, out, validation_steps=2, score_poses=True, hub_model_id="me/pose-lora", hub_dry_run=True,
+                       keep_best_pose_checkpoint=True)
     assert main(as_argv(flags)) == 0
     return out
 
@@ -97,6 +98,77 @@ def test_training_changes_only_the_lora_weights(tiny, tmp_path):
         assert all(torch.equal(after[k], v) for k, v in frozen[name].items()), f"{name} changed"
     after = _snapshot(m.unet, lora=True)
     assert any(not torch.equal(after[k], v) for k, v in lora_before.items())
+
+
+@pytest.mark.parametrize("mode", ["lora", "full"])
+def test_train_controlnet_too(tiny, tmp_path, mode):
+    from toolkit.lora.trainer import build_run, train_step
+
+    run, _ = build_run(lora_cfg(tiny, tmp_path / "run", train_controlnet=mode, gradient_checkpointing=True))
+    trainable = [n for n, p in run.models.controlnet.named_parameters() if p.requires_grad]
+    assert trainable and all(("lora_" in n) == (mode == "lora") for n in trainable)
+    before = {n: p.detach().clone() for n, p in run.models.controlnet.named_parameters() if p.requires_grad}
+    train_step(run, 0)
+    after = dict(run.models.controlnet.named_parameters())
+    assert any(not torch.equal(after[n], v) for n, v in before.items())
+    from toolkit.training.checkpoints import save_checkpoint
+
+    path = save_checkpoint(run.accelerator, tmp_path / "ckpt", 1, {}, None)
+    assert (path / ("controlnet_lora.safetensors" if mode == "lora" else "controlnet")).exists()
+
+
+def test_controlnet_from_unet_matches_the_vae_factor(tiny, tmp_path):
+    from toolkit.lora.trainer import build_run
+
+    run, _ = build_run(lora_cfg(tiny, tmp_path / "run", controlnet_model_name_or_path=None, train_controlnet="lora"))
+    assert run.models.controlnet.config.conditioning_embedding_out_channels == (16, 32)  # 2x tiny VAE
+    assert run.models.vae_scale_factor == 2
+
+
+def test_a_datasets_dataset_with_columns(tiny, tmp_path):
+    import datasets
+    from PIL import Image
+
+    from toolkit.lora.data import open_data
+
+    figures = tiny / "figures"
+    rows = [json.loads(line) for line in (figures / "metadata.jsonl").read_text().splitlines()][:3]
+    ds = datasets.Dataset.from_dict({"photo": [Image.open(figures / r["file_name"]) for r in rows],
+                                     "pose": [Image.open(figures / r["conditioning_image_file_name"]) for r in rows],
+                                     "caption": [r["text"] for r in rows]})
+    ds.save_to_disk(tmp_path / "ds")
+    cfg = lora_cfg(tiny, tmp_path / "run", train_data_dir=None, dataset_name=str(tmp_path / "ds"),
+                   image_column="photo", conditioning_image_column="pose", caption_column="caption")
+    data = open_data(cfg)
+    example = data.example(1)
+    assert len(data) == 3 and not data.can_flip(1) and example.flipped_map is None  # no keypoints: never flipped
+    assert example.image.shape == example.pose_map.shape == (3, 32, 32) and example.caption == rows[1]["text"]
+    from toolkit.errors import UserError
+
+    with pytest.raises(UserError, match="no column pose_map"):
+        open_data(lora_cfg(tiny, tmp_path / "run", train_data_dir=None, dataset_name=str(tmp_path / "ds"),
+                           image_column="photo", conditioning_image_column="pose_map"))
+
+
+def test_reload_check_fails_loudly():
+    from toolkit.lora.outputs import ReloadFailed, check_reload
+
+    class Pipe:
+        def load_lora_weights(self, folder, weight_name):
+            pass
+
+    trained, base = np.ones((1, 4, 4, 3)), np.zeros((1, 4, 4, 3))
+    with pytest.raises(ReloadFailed, match="does not change the pipeline's output"):
+        check_reload(Pipe, lambda p: base, trained, base, Path("lora"))
+    with pytest.raises(ReloadFailed, match="does not reproduce the trained output"):
+        check_reload(Pipe, lambda p: base + 0.1, trained, base, Path("lora"))
+
+    class Broken(Pipe):
+        def load_lora_weights(self, folder, weight_name):
+            raise ValueError("bad keys")
+
+    with pytest.raises(ReloadFailed, match="does not load into a pipeline: bad keys"):
+        check_reload(Broken, lambda p: trained, trained, base, Path("lora"))
 
 
 def test_cached_and_uncached_batches_give_the_same_loss(tiny, tmp_path):
@@ -174,6 +246,7 @@ def test_run_folder_summary_card_and_validation(trained):
     grid = Image.open(trained / "samples/final.png")
     assert grid.size == (3 * 34 + 2, 2 * 34 + 2)  # rows of pose | base | LoRA, 32 px tiles with 2 px padding
     assert (trained / "samples/step_000002.png").is_file()
+    assert (trained / "lora_best" / "pytorch_lora_weights.safetensors").is_file()
     card = (trained / "README.md").read_text()
     assert "base_model:" in card and all(f"- {tag}" in card for tag in ("lora", "controlnet", "openpose"))
     staged = {p.name for p in (trained / "hub_upload").iterdir()}

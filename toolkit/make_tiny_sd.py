@@ -15,10 +15,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default="tiny_sd", help="folder to write sd/ and controlnet/ into")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--size", choices=["tiny", "small"], default="tiny",
+                        help="tiny: seconds per step on a CPU (tests); small: SD 1.5's layout at a quarter width")
     args = parser.parse_args(argv)
-    from toolkit.lora.tiny import make_tiny_sd
+    from toolkit.lora.tiny import SMALL, TINY, make_tiny_sd
 
-    sd, controlnet = make_tiny_sd(args.output_dir, args.seed)
+    sd, controlnet = make_tiny_sd(args.output_dir, args.seed, TINY if args.size == "tiny" else SMALL)
     print(f"wrote {sd} (StableDiffusionPipeline) and {controlnet} (ControlNetModel)")
     return 0
 
