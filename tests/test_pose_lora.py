@@ -308,3 +308,18 @@ def test_accelerate_launch_smoke(tiny, tmp_path):
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "run finished" in result.stdout and (out / "pose_lora_kohya.safetensors").is_file()
+
+
+def test_a_corrupt_image_is_skipped_and_counted(tiny, tmp_path):
+    from toolkit.lora.trainer import build_run, train_step
+
+    data = tmp_path / "figures"
+    shutil.copytree(tiny / "figures", data)
+    (data / "images" / "000002.png").write_bytes(b"not a png")
+    for cached in (True, False):
+        run, _ = build_run(lora_cfg(tiny, tmp_path / f"run{cached}", train_data_dir=str(data), cache_latents=cached,
+                                    train_batch_size=8))
+        loss, _ = train_step(run, 0)  # a batch of all 8 examples: 7 readable
+        assert np.isfinite(loss)
+        assert run.data.skipped == [str((data / "images" / "000002.png").resolve())]
+        assert run.caches.skipped == ([2] if cached else [])
