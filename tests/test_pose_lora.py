@@ -323,3 +323,29 @@ def test_a_corrupt_image_is_skipped_and_counted(tiny, tmp_path):
         assert np.isfinite(loss)
         assert run.data.skipped == [str((data / "images" / "000002.png").resolve())]
         assert run.caches.skipped == ([2] if cached else [])
+
+
+def test_loss_options_change_the_loss(tiny, tmp_path):
+    from toolkit.lora.trainer import build_run, micro_loss
+
+    def loss(**overrides):
+        run, _ = build_run(lora_cfg(tiny, tmp_path / "run", overwrite_output_dir=True, **overrides))
+        with torch.no_grad():
+            return float(micro_loss(run, [0, 1], torch.Generator().manual_seed(3))), run
+
+    plain, _ = loss()
+    weighted, _ = loss(pose_loss_weight=4.0)
+    assert weighted > plain  # weights 1 + 4 x limb mask are >= 1 everywhere
+    v_loss, run = loss(prediction_type="v_prediction", snr_gamma=5.0, noise_offset=0.1)
+    assert run.models.noise_scheduler.config.prediction_type == "v_prediction" and np.isfinite(v_loss)
+    assert v_loss != plain
+
+
+def test_unavailable_speedups_fall_back_with_a_message(tiny, tmp_path, capsys):
+    from toolkit.lora.trainer import build_run
+
+    run, _ = build_run(lora_cfg(tiny, tmp_path / "run", use_8bit_adam=True,
+                                enable_xformers_memory_efficient_attention=True))
+    assert type(run.optimizer.optimizer).__name__ == "AdamW"
+    out = capsys.readouterr().out
+    assert "xformers needs CUDA" in out and "--use_8bit_adam: bitsandbytes unavailable" in out
