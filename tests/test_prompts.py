@@ -119,6 +119,9 @@ def test_hand_built_poses():
     lying = body.copy()  # the whole person turned 90 degrees
     lying[:, :2] = (lying[:, :2] - 200) @ np.array([[0, 1], [-1, 0]]) + 200
     assert describe_pose(lying).posture == "lying"
+    handstand = body.copy()  # turned 180 degrees: head down
+    handstand[:, :2] = 400 - handstand[:, :2]
+    assert describe_pose(handstand).posture == "inverted" and "upside down" in describe_pose(handstand).phrase()
     portrait = body.copy()
     portrait[[3, 4, 6, 7] + list(range(8, 14)), 2] = 0
     attrs = describe_pose(portrait)

@@ -20,7 +20,8 @@ _FACE, _HEAD = (NOSE, R_EYE, L_EYE), (NOSE, R_EYE, L_EYE, R_EAR, L_EAR)
 PHRASES = {
     "framing": {"full_body": "full body", "upper_body": "upper body", "portrait": "portrait"},
     "view": {"front": "front view", "side": "side view", "back": "back view"},
-    "posture": {"standing": "standing", "sitting": "sitting", "kneeling": "kneeling", "lying": "lying down"},
+    "posture": {"standing": "standing", "sitting": "sitting", "kneeling": "kneeling", "lying": "lying down",
+                "inverted": "upside down"},
     "arms": {"down": "arms at sides", "raised": "arms raised", "one_raised": "one arm raised",
              "outstretched": "arms outstretched", "crossed": "arms crossed", "on_hips": "hands on hips"},
     "legs": {"together": "legs together", "apart": "legs apart", "stride": "walking stride", "bent": "knees bent"},
@@ -108,9 +109,11 @@ def _view(p: np.ndarray, seen: np.ndarray, f: _Frame) -> str | None:
 
 
 def _posture(p: np.ndarray, seen: np.ndarray, f: _Frame) -> str | None:
-    """Lying from the torso's tilt; sitting, kneeling or standing from how much thighs and shins drop along it."""
-    if (seen[R_HIP] or seen[L_HIP]) and f.up @ np.array([0.0, -1.0]) < np.cos(np.radians(50)):
-        return "lying"
+    """Lying (or upside down) from the torso's tilt; sitting, kneeling or standing from how much thighs and shins
+    drop along it."""
+    tilt = f.up @ np.array([0.0, -1.0])  # cosine of the torso's angle from upright
+    if (seen[R_HIP] or seen[L_HIP]) and tilt < np.cos(np.radians(50)):
+        return "inverted" if tilt < -np.cos(np.radians(40)) else "lying"
     legs = [(h, k, a) for h, k, a in ((R_HIP, R_KNE, R_ANK), (L_HIP, L_KNE, L_ANK)) if seen[[h, k, a]].all()]
     if not legs:
         return None
