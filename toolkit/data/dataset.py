@@ -270,18 +270,22 @@ def open_source(train_data_dir: str | None, dataset_name: str | None, dataset_co
     return FiguresSource(num_figures, resolution, seed), f"synthetic figures ({num_figures}, seed {seed})"
 
 
-def _open_hub_dataset(name: str, config_name: str | None, column: str,
-                      conditioning_column: str | None = None) -> HubDatasetSource:
+def load_train_dataset(name: str, config_name: str | None = None):
+    """The train split of a `datasets` name or of a folder written by save_to_disk; failures are one-line errors."""
     import datasets
 
     try:
         if (Path(name) / "state.json").is_file() or (Path(name) / "dataset_dict.json").is_file():
             dataset = datasets.load_from_disk(name)  # written by save_to_disk
-            dataset = dataset["train"] if isinstance(dataset, datasets.DatasetDict) else dataset
-        else:
-            dataset = datasets.load_dataset(name, config_name, split="train")
+            return dataset["train"] if isinstance(dataset, datasets.DatasetDict) else dataset
+        return datasets.load_dataset(name, config_name, split="train")
     except (FileNotFoundError, ValueError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as e:
         raise UserError(f"could not load dataset {name!r}: {e}") from None
+
+
+def _open_hub_dataset(name: str, config_name: str | None, column: str,
+                      conditioning_column: str | None = None) -> HubDatasetSource:
+    dataset = load_train_dataset(name, config_name)
     for wanted in (column, conditioning_column):
         if wanted is not None and wanted not in dataset.column_names:
             raise UserError(f"dataset {name!r} has no column {wanted!r}; columns: {dataset.column_names}")

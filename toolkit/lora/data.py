@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from toolkit.data.dataset import load_train_dataset
 from toolkit.data.images import DECODE_ERRORS, load_rgb, safe_join, to_rgb
 from toolkit.errors import UserError
 from toolkit.pose.draw import render_pose
@@ -185,20 +186,9 @@ def open_data(cfg) -> PoseData:
     if cfg.train_data_dir:
         rows = folder_rows(cfg.train_data_dir)
     else:
-        rows = dataset_rows(_load_dataset(cfg.dataset_name), cfg.image_column, cfg.conditioning_image_column,
+        rows = dataset_rows(load_train_dataset(cfg.dataset_name), cfg.image_column, cfg.conditioning_image_column,
                             cfg.caption_column)
     if cfg.max_train_samples:
         rows = rows[: cfg.max_train_samples]
     captions = CaptionConfig(cfg.caption_template, cfg.proportion_empty_prompts, cfg.shuffle_tags, cfg.keep_tags)
     return PoseData(rows, cfg.resolution, cfg.center_crop, captions, cfg.seed)
-
-
-def _load_dataset(name: str):
-    import datasets
-
-    try:
-        if Path(name).is_dir() and (Path(name) / "dataset_info.json").is_file():
-            return datasets.load_from_disk(name)
-        return datasets.load_dataset(name, split="train")
-    except (FileNotFoundError, ValueError, datasets.exceptions.DatasetNotFoundError) as e:
-        raise UserError(f"dataset_name: could not load {name!r}: {str(e).splitlines()[0]}") from None
