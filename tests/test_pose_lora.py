@@ -108,9 +108,12 @@ def test_train_controlnet_too(tiny, tmp_path, mode):
     trainable = [n for n, p in run.models.controlnet.named_parameters() if p.requires_grad]
     assert trainable and all(("lora_" in n) == (mode == "lora") for n in trainable)
     before = {n: p.detach().clone() for n, p in run.models.controlnet.named_parameters() if p.requires_grad}
+    unet_before = _snapshot(run.models.unet, lora=True)
     train_step(run, 0)
     after = dict(run.models.controlnet.named_parameters())
     assert any(not torch.equal(after[n], v) for n, v in before.items())
+    unet_after = _snapshot(run.models.unet, lora=True)  # gradient checkpointing still trains the UNet's LoRA
+    assert any(not torch.equal(unet_after[k], v) for k, v in unet_before.items())
     from toolkit.training.checkpoints import save_checkpoint
 
     path = save_checkpoint(run.accelerator, tmp_path / "ckpt", 1, {}, None)
