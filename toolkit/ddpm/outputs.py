@@ -47,10 +47,10 @@ class RunSummary:
     def images_per_second(self) -> float:
         return self.images_seen / max(self.train_seconds, 1e-9)
 
-    def table(self) -> str:
-        """A short human-readable summary."""
+    def rows(self) -> list[tuple[str, str]]:
+        """(label, value) pairs of the summary table; trainers with other outputs override `output_rows`."""
         out = Path(self.output_dir)
-        rows = [
+        return [
             ("steps", f"{self.start_step + self.steps_done} / {self.total_steps}"
                       + (f" (resumed at {self.start_step})" if self.start_step else "")),
             ("throughput", f"{self.images_per_second:.1f} img/s over {self.train_seconds:.0f} s of training"),
@@ -60,11 +60,19 @@ class RunSummary:
             ("skipped files", f"{len(self.skipped_files)}" + (f": {', '.join(self.skipped_files[:5])}"
                                                             + (" ..." if len(self.skipped_files) > 5 else "")
                                                             if self.skipped_files else "")),
-            ("pipeline", f"{out} (python -m toolkit.sample --pipeline {out})"),
-            ("samples", self.samples),
+            *self.output_rows(),
             ("checkpoints", str(out / "checkpoints")),
             ("logs", f"tensorboard --logdir {out / 'logs'}"),
         ]
+
+    def output_rows(self) -> list[tuple[str, str]]:
+        """What the run produced: the pipeline and its samples."""
+        out = Path(self.output_dir)
+        return [("pipeline", f"{out} (python -m toolkit.sample --pipeline {out})"), ("samples", self.samples)]
+
+    def table(self) -> str:
+        """A short human-readable summary."""
+        rows = self.rows()
         width = max(len(k) for k, _ in rows)
         return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 

@@ -135,7 +135,8 @@ class PoseData:
         """The decoded, cropped example; None (and the file listed in `skipped`) when it cannot be read."""
         row = self.rows[index]
         try:
-            image, pose_map = row.load_image(), row.load_map()
+            image = row.load_image()
+            pose_map = row.load_map() if row.keypoints is None else None  # with keypoints the map is drawn
         except DECODE_ERRORS as e:
             if row.name not in self.skipped:
                 self.skipped.append(row.name)
@@ -181,8 +182,6 @@ def _fit(pose: Pose, size: tuple[int, int]) -> Pose:
 
 def open_data(cfg) -> PoseData:
     """The examples of --train_data_dir or --dataset_name, optionally the first --max_train_samples."""
-    from toolkit.prompts.captions import CaptionConfig
-
     if cfg.train_data_dir:
         rows = folder_rows(cfg.train_data_dir)
     else:

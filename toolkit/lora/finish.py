@@ -28,15 +28,9 @@ USAGE = ["import torch",
 
 
 def finish(run, summary) -> None:
-    """Validate once more, save the LoRA (diffusers + kohya) and a trained ControlNet, and check that both files
-    reload into a pipeline and reproduce the output."""
+    """Save the LoRA (diffusers + kohya) and a trained ControlNet, and check that both files reload into a
+    pipeline and reproduce the output (main process only)."""
     cfg, acc = run.cfg, run.accelerator
-    if not acc.is_main_process:
-        return
-    from toolkit.lora.trainer import validate
-
-    summary.samples = str(validate(run, cfg.max_train_steps, name="final"))
-    summary.pose_scores = dict(run.scores)
     unet = run.models.unet
     unet.eval()
     pipe = V.make_pipeline(run.models, unet, run.models.controlnet, cfg.validation_scheduler)
@@ -48,11 +42,11 @@ def finish(run, summary) -> None:
     base = run.base_images[:count]
     unet.unload_lora()  # the bare UNet: each saved file must bring the LoRA back on its own
 
-    def fresh():
+    def without_lora():
         pipe.unload_lora_weights()
         return pipe
 
-    summary.reload = check_reload(fresh, lambda p: V.generate(p, run.val, cfg, count), trained, base, run.out)
+    summary.reload = check_reload(without_lora, lambda p: V.generate(p, run.val, cfg, count), trained, base, run.out)
     acc.print(f"reload check: {summary.reload}")
 
 

@@ -69,7 +69,8 @@ def sample_controlnet(cfg) -> str:
     resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
     poses = read_pose_set(cfg.poses, resolution, cfg.num_images, cfg.prompt, cfg.negative_prompt, cfg.preset,
                           pipe.tokenizer)
-    out = Path(cfg.output_dir or Path(cfg.lora or cfg.pipeline).with_suffix("") / "generated")
+    lora_dir = Path(cfg.lora).parent if cfg.lora and Path(cfg.lora).is_file() else cfg.lora
+    out = Path(cfg.output_dir or Path(lora_dir or cfg.pipeline) / "generated")
     (out / "poses").mkdir(parents=True, exist_ok=True)
     images = []
     for i, name in enumerate(poses.names):

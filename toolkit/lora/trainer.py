@@ -28,6 +28,7 @@ from toolkit.lora import validation as V
 from toolkit.lora.batches import Caches, build_caches, make_batch
 from toolkit.lora.config import PoseLoraConfig
 from toolkit.lora.data import PoseData, open_data
+from toolkit.lora.finish import finish
 from toolkit.lora.models import Models, add_adapters, enable_speedups, load_models, make_optimizer, place
 from toolkit.lora.outputs import register_hooks, save_lora
 from toolkit.training.checkpoints import save_checkpoint
@@ -189,18 +190,15 @@ class LoraSummary(RunSummary):
     reload: dict = field(default_factory=dict)
     lora_files: list[str] = field(default_factory=list)
 
-    def table(self) -> str:
-        rows = [line for line in super().table().splitlines() if not line.strip().startswith(("pipeline", "samples"))]
-        rows += [f"  {'LoRA':<15}  {', '.join(self.lora_files)}", f"  {'samples':<15}  {self.samples}",
-                 f"  {'pose fidelity':<15}  {self.pose_scores or 'not scored'}",
-                 f"  {'reload check':<15}  {'both formats load and reproduce the output' if self.reload else '-'}"]
-        return "\n".join(rows)
+    def output_rows(self) -> list[tuple[str, str]]:
+        """The LoRA files, the grid, the pose scores and the reload check."""
+        return [("LoRA", ", ".join(self.lora_files)), ("samples", self.samples),
+                ("pose fidelity", str(self.pose_scores or "not scored")),
+                ("reload check", "both formats load and reproduce the output" if self.reload else "-")]
 
 
 def train(cfg: PoseLoraConfig) -> LoraSummary:
     """Train the LoRA per `cfg`, save it in both formats, check that they reload; returns the summary."""
-    from toolkit.lora.finish import finish
-
     run, reason = build_run(cfg)
     acc = run.accelerator
     acc.print(f"mixed precision: {acc.mixed_precision} ({reason}); trainable parameters: "
@@ -215,7 +213,10 @@ def train(cfg: PoseLoraConfig) -> LoraSummary:
                               mixed_precision=f"{acc.mixed_precision} ({reason})")
         run.best_pck = float(state.get("best_pck", -1.0))
         _loop(run, step, summary)
-        finish(run, summary)
+        if acc.is_main_process:
+            summary.samples = str(validate(run, cfg.max_train_steps, name="final"))
+            summary.pose_scores = dict(run.scores)
+            finish(run, summary)
     finally:
         acc.end_training()
     summary.skipped_files = sorted(set(run.data.skipped))
