@@ -257,7 +257,8 @@ def train(cfg: TrainUNetConfig) -> RunSummary:
         summary.samples = str(validate(run, run.total_steps, stages[-1].resolution, name="final"))
     finally:
         accelerator.end_training()  # flush the trackers, also when the run stops on an error
-    write_summary(summary, out)
+    if accelerator.is_main_process:  # one writer: other processes never saw the final validation
+        write_summary(summary, out)
     return summary
 
 

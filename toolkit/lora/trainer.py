@@ -220,7 +220,8 @@ def train(cfg: PoseLoraConfig) -> LoraSummary:
     finally:
         acc.end_training()
     summary.skipped_files = sorted(set(run.data.skipped))
-    write_summary(summary, run.out)
+    if acc.is_main_process:  # one writer: only the main process validated and saved
+        write_summary(summary, run.out)
     return summary
 
 
