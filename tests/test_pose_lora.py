@@ -188,15 +188,16 @@ def test_cached_and_uncached_batches_give_the_same_loss(tiny, tmp_path):
 
 
 def test_lora_weights_stay_fp32_under_bf16(tiny, tmp_path):
-    from toolkit.lora.trainer import build_run, train_step
+    from toolkit.lora.trainer import build_run, train_step, validate
 
-    run, _ = build_run(lora_cfg(tiny, tmp_path / "run", mixed_precision="bf16"))
+    run, _ = build_run(lora_cfg(tiny, tmp_path / "run", mixed_precision="bf16", train_controlnet="lora"))
     assert run.weight_dtype == torch.bfloat16
     assert next(run.models.vae.parameters()).dtype == torch.bfloat16
     base = [p for n, p in run.models.unet.named_parameters() if "lora_" not in n]
     assert all(p.dtype == torch.bfloat16 for p in base)
     loss, _ = train_step(run, 0)
     assert np.isfinite(loss) and all(p.dtype == torch.float32 for p in run.params)
+    assert validate(run, 1).is_file()  # mixed-dtype modules also generate (under autocast, as in training)
 
 
 def test_resume_continues_exactly(tiny, tmp_path):

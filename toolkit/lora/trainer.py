@@ -84,6 +84,8 @@ def build_run(cfg: PoseLoraConfig) -> tuple[LoraRun, str]:
                                  num_training_steps=cfg.max_train_steps * world)
     unet, optimizer, lr_scheduler = accelerator.prepare(models.unet, optimizer, lr_scheduler)
     controlnet = accelerator.prepare(models.controlnet) if cfg.train_controlnet != "no" else models.controlnet
+    for module in (models.unet, models.controlnet):  # drop Accelerate's fp32-output wrapper: micro_loss autocasts
+        accelerator.unwrap_model(module, keep_fp32_wrapper=False)  # itself, and pipelines need same-dtype residuals
     register_hooks(accelerator, cfg, models)
     data = open_data(cfg)
     caches = build_caches(cfg, data, models, accelerator.device, weight_dtype)

@@ -3,6 +3,7 @@ pose | base model | with LoRA, and the pose fidelity of both (detected pose vs c
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,15 +75,21 @@ def make_pipeline(models, unet, controlnet, scheduler: str):
 
 @torch.no_grad()
 def generate(pipe, val: ValidationSet, cfg, count: int | None = None) -> np.ndarray:
-    """Images (N, R, R, 3) float in [0, 1] for the first `count` triples; image i from seed (seed + i)."""
+    """Images (N, R, R, 3) float in [0, 1] for the first `count` triples; image i from seed (seed + i).
+
+    With low-precision weights the pipeline runs under autocast, as training does: a ControlNet prepared by
+    Accelerate returns fp32 residuals, which the UNet's bf16/fp16 norms would otherwise refuse.
+    """
     n = count or len(val.prompts)
     embeds, negative = encode_prompts(pipe.tokenizer, pipe.text_encoder, val.prompts[:n], [val.negative])
     generators = [torch.Generator().manual_seed(cfg.seed + i) for i in range(n)]
     images = [Image.fromarray(m) for m in val.maps[:n]]
-    dtype = pipe.unet.dtype
-    out = pipe(prompt_embeds=embeds.to(dtype), negative_prompt_embeds=negative.to(dtype), image=images,
-               num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale, generator=generators,
-               height=cfg.resolution, width=cfg.resolution, output_type="np")
+    dtype = pipe.vae.dtype  # the frozen weights' dtype (the VAE never carries adapters)
+    low = dtype != torch.float32
+    with torch.autocast(pipe.device.type, dtype=dtype) if low else contextlib.nullcontext():
+        out = pipe(prompt_embeds=embeds.to(dtype), negative_prompt_embeds=negative.to(dtype), image=images,
+                   num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
+                   generator=generators, height=cfg.resolution, width=cfg.resolution, output_type="np")
     return out.images
 
 
