@@ -120,12 +120,29 @@ def test_train_controlnet_too(tiny, tmp_path, mode):
     assert (path / ("controlnet_lora.safetensors" if mode == "lora" else "controlnet")).exists()
 
 
-def test_controlnet_from_unet_matches_the_vae_factor(tiny, tmp_path):
-    from toolkit.lora.trainer import build_run
+def test_controlnet_from_unet_is_saved_for_inference(tiny, tmp_path):
+    from diffusers import ControlNetModel
 
-    run, _ = build_run(lora_cfg(tiny, tmp_path / "run", controlnet_model_name_or_path=None, train_controlnet="lora"))
-    assert run.models.controlnet.config.conditioning_embedding_out_channels == (16, 32)  # 2x tiny VAE
-    assert run.models.vae_scale_factor == 2
+    from toolkit.lora.trainer import train
+    from toolkit.sample import main
+
+    out = tmp_path / "run"
+    summary = train(lora_cfg(tiny, out, controlnet_model_name_or_path=None, train_controlnet="lora"))
+    exported = ControlNetModel.from_pretrained(out / "controlnet")  # from_unet's random parts are not reproducible
+    assert summary.controlnet == str(out / "controlnet") and (out / "controlnet_lora.safetensors").is_file()
+    assert exported.config.conditioning_embedding_out_channels == [16, 32]  # sized to the 2x tiny VAE
+    assert not any("lora" in n for n, _ in exported.named_parameters())  # the adapter is fused in
+    assert next(exported.parameters()).dtype == torch.float32
+    from toolkit.hub import build_model_card
+    from toolkit.lora.finish import card_info
+
+    cfg = lora_cfg(tiny, out, controlnet_model_name_or_path=None, train_controlnet="lora", hub_model_id="me/x")
+    card = str(build_model_card(card_info(cfg, summary)))
+    assert 'ControlNetModel.from_pretrained("me/x", subfolder="controlnet"' in card and "fused into" in card
+    argv = ["--pipeline", str(tiny / "models/sd"), "--controlnet", str(out / "controlnet"), "--lora", str(out),
+            "--poses", str(tiny / "figures/keypoints"), "--num_images", "1", "--num_inference_steps", "2",
+            "--resolution", "32", "--output_dir", str(tmp_path / "gen")]
+    assert main(argv) == 0 and (tmp_path / "gen" / "000000.png").is_file()
 
 
 def test_a_datasets_dataset_with_columns(tiny, tmp_path):

@@ -11,6 +11,7 @@ from toolkit.lora.outputs import (
     KOHYA_FILE,
     LORA_FILE,
     check_reload,
+    export_controlnet,
     save_controlnet,
     save_lora,
 )
@@ -18,7 +19,7 @@ from toolkit.lora.outputs import (
 USAGE = ["import torch",
          "from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, UniPCMultistepScheduler",
          "from diffusers.utils import load_image", "",
-         'controlnet = ControlNetModel.from_pretrained("{controlnet}", torch_dtype=torch.float16)',
+         'controlnet = ControlNetModel.from_pretrained({controlnet}, torch_dtype=torch.float16)',
          'pipe = StableDiffusionControlNetPipeline.from_pretrained("{base}", controlnet=controlnet, '
          'torch_dtype=torch.float16).to("cuda")',
          "pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)",
@@ -37,7 +38,8 @@ def finish(run, summary) -> None:
     count = min(2, len(run.val.prompts))
     trained = V.generate(pipe, run.val, cfg, count)
     files = save_lora(unet, run.out, cfg.alpha)
-    save_controlnet(cfg, run.models.controlnet, run.out)
+    if cfg.train_controlnet == "lora":
+        save_controlnet(cfg, run.models.controlnet, run.out)  # the adapter alone, beside the fused model below
     summary.lora_files = [str(f) for f in files]
     base = run.base_images[:count]
     unet.unload_lora()  # the bare UNet: each saved file must bring the LoRA back on its own
@@ -48,6 +50,8 @@ def finish(run, summary) -> None:
 
     summary.reload = check_reload(without_lora, lambda p: V.generate(p, run.val, cfg, count), trained, base, run.out)
     acc.print(f"reload check: {summary.reload}")
+    exported = export_controlnet(cfg, run.models.controlnet, run.out)
+    summary.controlnet = str(exported) if exported else cfg.controlnet_model_name_or_path
 
 
 def card_info(cfg, summary) -> CardInfo:
@@ -59,14 +63,18 @@ def card_info(cfg, summary) -> CardInfo:
     for key in ("pck@0.2_torso", "oks_ap", "detection_rate"):
         if key in lora:
             figures[f"pose fidelity {key} (LoRA / base)"] = f"{lora[key]} / {base.get(key)}"
-    controlnet = cfg.controlnet_model_name_or_path or "initialised from the UNet"
-    description = (f"A LoRA for the UNet of `{cfg.pretrained_model_name_or_path}`, trained under the frozen "
-                   f"ControlNet-OpenPose `{controlnet}` with "
+    source = cfg.controlnet_model_name_or_path or "initialised from the UNet"
+    how = {"no": "frozen", "lora": "also trained with LoRA; fused into `controlnet/`",
+           "full": "also trained; saved in `controlnet/`"}[cfg.train_controlnet]
+    description = (f"A LoRA for the UNet of `{cfg.pretrained_model_name_or_path}`, trained under the "
+                   f"ControlNet-OpenPose `{source}` ({how}) with "
                    "[anatomy-toolkit](https://github.com/) `train_pose_lora.py`, so that people follow the given "
                    "pose without distorted limbs. Validation grid: pose | base model | with this LoRA. "
                    f"`{KOHYA_FILE}` is the same LoRA for A1111 / ComfyUI.")
-    usage = [line.replace("{controlnet}", cfg.controlnet_model_name_or_path or "lllyasviel/control_v11p_sd15_openpose")
-             .replace("{base}", cfg.pretrained_model_name_or_path) for line in USAGE]
+    given = cfg.train_controlnet == "no" and cfg.controlnet_model_name_or_path
+    controlnet = f'"{cfg.controlnet_model_name_or_path}"' if given else '"{repo_id}", subfolder="controlnet"'
+    usage = [line.replace("{controlnet}", controlnet).replace("{base}", cfg.pretrained_model_name_or_path)
+             for line in USAGE]
     return CardInfo(repo_id=cfg.hub_model_id, pipeline_tag="text-to-image", license=cfg.hub_license,
                     description=description, tags=["lora", "controlnet", "openpose", "stable-diffusion",
                                                    "text-to-image", "diffusers-training"],

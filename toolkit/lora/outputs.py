@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,22 @@ def save_controlnet(cfg, controlnet, folder: Path) -> None:
         save_file(state, folder / CONTROLNET_LORA_FILE)
     elif cfg.train_controlnet == "full":
         controlnet.save_pretrained(folder / "controlnet")
+
+
+def export_controlnet(cfg, controlnet, folder: Path) -> Path | None:
+    """The ControlNet inference needs, when it is not the given one unchanged (trained, or initialised from the
+    UNet): LoRA fused in, fp32, as `folder/controlnet`. It changes `controlnet` in place, so it runs last."""
+    if cfg.train_controlnet == "no" and cfg.controlnet_model_name_or_path:
+        return None
+    if getattr(controlnet, "peft_config", None):
+        controlnet.fuse_lora()
+        controlnet.unload_lora()
+    out, tmp = folder / "controlnet", folder / ".controlnet.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    controlnet.to(torch.float32).save_pretrained(tmp)
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return out
 
 
 def load_controlnet(cfg, controlnet, folder: Path) -> None:

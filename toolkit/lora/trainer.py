@@ -191,10 +191,11 @@ class LoraSummary(RunSummary):
     pose_scores: dict = field(default_factory=dict)
     reload: dict = field(default_factory=dict)
     lora_files: list[str] = field(default_factory=list)
+    controlnet: str | None = None  # the ControlNet to sample with: the given one, or the run's own controlnet/
 
     def output_rows(self) -> list[tuple[str, str]]:
         """The LoRA files, the grid, the pose scores and the reload check."""
-        return [("LoRA", ", ".join(self.lora_files)), ("samples", self.samples),
+        return [("LoRA", ", ".join(self.lora_files)), ("ControlNet", str(self.controlnet)), ("samples", self.samples),
                 ("pose fidelity", str(self.pose_scores or "not scored")),
                 ("reload check", "both formats load and reproduce the output" if self.reload else "-")]
 
