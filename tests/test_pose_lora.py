@@ -297,6 +297,8 @@ def test_flipped_pose_map_is_redrawn_not_mirrored(tiny):
 
 
 def test_sample_cli_generates_from_poses_with_the_lora(tiny, trained, tmp_path):
+    from PIL import Image
+
     from toolkit.sample import main
 
     out = tmp_path / "gen"
@@ -306,6 +308,24 @@ def test_sample_cli_generates_from_poses_with_the_lora(tiny, trained, tmp_path):
     assert main(argv) == 0
     assert sorted(p.name for p in out.glob("*.png")) == ["000000.png", "000001.png", "grid.png"]
     assert sorted(p.name for p in (out / "poses").iterdir()) == ["000000.json", "000001.json"]
+    kohya = argv[:5] + [str(trained / "pose_lora_kohya.safetensors")] + argv[6:-1] + [str(tmp_path / "kohya")]
+    assert main(kohya) == 0  # a LoRA file, here the A1111 / ComfyUI one, works as well
+    np.testing.assert_allclose(np.asarray(Image.open(tmp_path / "kohya" / "000000.png"), dtype=float),
+                               np.asarray(Image.open(out / "000000.png"), dtype=float), atol=2)
+    assert main(argv[:6]) == 2  # --controlnet without --poses: a one-line error
+
+
+def test_validation_poses_from_a_folder(tiny, tmp_path):
+    from toolkit.lora.data import open_data
+    from toolkit.lora.validation import validation_set
+    from toolkit.prompts.tokenizer import load_tokenizer
+
+    cfg = lora_cfg(tiny, tmp_path, validation_poses=str(tiny / "figures/keypoints"), num_validation_images=3,
+                   validation_prompt="a photo of a dancer")
+    val = validation_set(cfg, open_data(cfg), load_tokenizer())
+    assert val.names == ["000000", "000001", "000002"] and val.maps.shape == (3, 32, 32, 3)
+    assert all(p.startswith("a photo of a dancer, full body") for p in val.prompts)
+    assert "extra fingers" in val.negative and val.poses[0].width == 32
 
 
 def test_config_errors_name_the_problem(tiny, tmp_path):
