@@ -18,19 +18,12 @@ from toolkit.lora.config import PoseLoraConfig
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     """Parse flags (and a recipe), train, print the summary, and publish if asked."""
-    from accelerate import PartialState
-
     from toolkit.lora.finish import publish
     from toolkit.lora.trainer import train
+    from toolkit.training.runs import report
 
     cfg = parse_config(PoseLoraConfig, argv, description=__doc__.splitlines()[0])
-    summary = train(cfg)
-    if not PartialState().is_main_process:  # the summary, card and upload are the main process's
-        return 0
-    print("\nrun finished:\n" + summary.table())
-    if cfg.push_to_hub or cfg.hub_dry_run:
-        print(publish(cfg, summary))
-    return 0
+    return report(train(cfg), cfg, publish)
 
 
 if __name__ == "__main__":

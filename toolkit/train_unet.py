@@ -16,19 +16,12 @@ from toolkit.errors import cli_errors
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     """Parse flags (and a recipe), train, print the summary, and publish if asked."""
-    from accelerate import PartialState
-
     from toolkit.ddpm.publish import publish
     from toolkit.ddpm.trainer import train
+    from toolkit.training.runs import report
 
     cfg = parse_config(TrainUNetConfig, argv, description=__doc__.splitlines()[0])
-    summary = train(cfg)
-    if not PartialState().is_main_process:  # the summary, card and upload are the main process's
-        return 0
-    print("\nrun finished:\n" + summary.table())
-    if cfg.push_to_hub or cfg.hub_dry_run:
-        print(publish(cfg, summary))
-    return 0
+    return report(train(cfg), cfg, publish)
 
 
 if __name__ == "__main__":

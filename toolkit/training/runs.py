@@ -61,3 +61,15 @@ def _refuse_to_mix_runs(out: Path, ckpt_root: Path, overwrite_output_dir: bool) 
                         "or another --output_dir")
     for path in old:
         shutil.rmtree(path)
+
+
+def report(summary, cfg, publish) -> int:
+    """After training, on the main process only: print the summary, and publish (or stage) if asked."""
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:
+        return 0
+    print("\nrun finished:\n" + summary.table())
+    if cfg.push_to_hub or cfg.hub_dry_run:
+        print(publish(cfg, summary))
+    return 0
