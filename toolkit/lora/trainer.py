@@ -72,7 +72,10 @@ def build_run(cfg: PoseLoraConfig) -> tuple[LoraRun, str]:
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     accelerator, reason = make_accelerator(cfg, out)
-    set_seed(cfg.seed)  # the LoRA initialisation
+    set_seed(cfg.seed)  # the LoRA initialisation (and a ControlNet made from the UNet): the same on resume
+    if not cfg.controlnet_model_name_or_path and cfg.train_controlnet == "no":
+        accelerator.print("no --controlnet_model_name_or_path: a ControlNet made from the UNet adds nothing until it "
+                          "is trained (its zero convolutions output 0); pass --train_controlnet lora or full")
     models = load_models(cfg)
     params = add_adapters(cfg, models)
     weight_dtype = DTYPES.get(accelerator.mixed_precision, torch.float32)
