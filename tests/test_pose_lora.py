@@ -294,6 +294,8 @@ def test_flipped_pose_map_is_redrawn_not_mirrored(tiny):
     assert overlap > 0.6  # the same skeleton, mirrored ...
     assert not torch.equal(example.flipped_map, mirrored)  # ... with left and right colours swapped
     assert "full body" in example.caption and example.caption.startswith("a person")
+    unflipped = open_data(lora_cfg(tiny, tiny / "unused", random_flip=False))
+    assert not unflipped.can_flip(0) and unflipped.example(0).flipped_map is None  # not drawn when not needed
 
 
 def test_sample_cli_generates_from_poses_with_the_lora(tiny, trained, tmp_path):

@@ -66,7 +66,7 @@ def build_caches(cfg, data: PoseData, models, device, dtype) -> Caches:
             if example is None:
                 caches.skipped.append(i)
                 continue
-            for flipped in (False, True) if cfg.random_flip and example.flipped_map is not None else (False,):
+            for flipped in (False, True) if example.flipped_map is not None else (False,):
                 image, pose_map = _view(example, flipped)
                 mean, std = latent_stats(models.vae, image[None], device, dtype)
                 caches.latents[(i, flipped)] = (mean[0], std[0], _png(pose_map))
@@ -95,7 +95,6 @@ class Batch:
     latents: torch.Tensor
     pose_maps: torch.Tensor
     embeddings: torch.Tensor
-    skipped: list[str] = field(default_factory=list)
 
 
 def make_batch(cfg, data: PoseData, models, caches: Caches, indices: list[int], generator: torch.Generator, device,
@@ -103,12 +102,11 @@ def make_batch(cfg, data: PoseData, models, caches: Caches, indices: list[int], 
     """The micro-batch of `indices`; unreadable examples are left out (None when none is left)."""
     picks = []
     for i in indices:  # draws in a fixed order: flip, then dropout
-        flip = bool(torch.rand((), generator=generator) < 0.5) and cfg.random_flip and data.can_flip(i)
+        flip = bool(torch.rand((), generator=generator) < 0.5) and data.can_flip(i)
         drop = bool(torch.rand((), generator=generator) < cfg.proportion_empty_prompts)
         picks.append((i, flip, drop))
     picks = [p for p in picks if not (caches.latents is not None and (p[0], p[1]) not in caches.latents)]
-    stats, maps, captions, skipped = [], [], [], []
-    pixels = []
+    stats, maps, captions, pixels = [], [], [], []
     for i, flip, drop in picks:
         if caches.latents is not None:
             mean, std, png = caches.latents[(i, flip)]
@@ -116,8 +114,7 @@ def make_batch(cfg, data: PoseData, models, caches: Caches, indices: list[int], 
             maps.append(_unpng(png))
         else:
             example = data.example(i)
-            if example is None:
-                skipped.append(data.rows[i].name)
+            if example is None:  # listed in data.skipped
                 continue
             image, pose_map = _view(example, flip)
             pixels.append(image)
@@ -135,7 +132,7 @@ def make_batch(cfg, data: PoseData, models, caches: Caches, indices: list[int], 
     else:
         embeddings = encode_captions(models.tokenizer, models.text_encoder, captions, device)
     pose_maps = torch.stack(maps).float() / 255.0  # (B, 3, R, R) in [0, 1], as ControlNets are trained
-    return Batch(latents.to(device), pose_maps.to(device), embeddings.to(device), skipped)
+    return Batch(latents.to(device), pose_maps.to(device), embeddings.to(device))
 
 
 def _caption(cfg, data: PoseData, index: int, generator: torch.Generator) -> str:

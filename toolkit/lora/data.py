@@ -43,7 +43,7 @@ class Row:
 @dataclass
 class Example:
     """A decoded example at the training resolution: uint8 (3, R, R) tensors, the flipped pose map when the
-    keypoints allow a flip, and the training caption (template applied; dropout and shuffling come later)."""
+    keypoints allow a flip and flips are on, and the training caption (template applied; dropout and shuffling come later)."""
 
     image: torch.Tensor
     pose_map: torch.Tensor
@@ -115,13 +115,14 @@ class PoseData:
     center_crop: bool
     captions: CaptionConfig
     seed: int = 0
+    flips: bool = False  # draw the mirrored map too (--random_flip); otherwise no example is ever flipped
     skipped: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def can_flip(self, index: int) -> bool:
-        return self.rows[index].keypoints is not None
+        return self.flips and self.rows[index].keypoints is not None
 
     def pose_text(self, index: int) -> str:
         pose = self.rows[index].keypoints
@@ -151,7 +152,8 @@ class PoseData:
                            self.caption(index))
         pose = crop_pose(_fit(row.keypoints, image.size), scale, left, top, r)
         as_tensor = lambda m: torch.from_numpy(m).permute(2, 0, 1)  # noqa: E731
-        return Example(image_u8, as_tensor(draw_map(pose)), as_tensor(draw_map(flip_pose(pose))), self.caption(index))
+        flipped = as_tensor(draw_map(flip_pose(pose))) if self.flips else None
+        return Example(image_u8, as_tensor(draw_map(pose)), flipped, self.caption(index))
 
 
 def draw_map(pose: Pose) -> np.ndarray:
@@ -190,4 +192,4 @@ def open_data(cfg) -> PoseData:
     if cfg.max_train_samples:
         rows = rows[: cfg.max_train_samples]
     captions = CaptionConfig(cfg.caption_template, cfg.proportion_empty_prompts, cfg.shuffle_tags, cfg.keep_tags)
-    return PoseData(rows, cfg.resolution, cfg.center_crop, captions, cfg.seed)
+    return PoseData(rows, cfg.resolution, cfg.center_crop, captions, cfg.seed, cfg.random_flip)
