@@ -29,8 +29,8 @@ def render_speed(resolution: int, count: int) -> float:
 
 def parser_accuracy(resolution: int, count: int, seed: int) -> dict:
     """False positives on clean renders, recall of each planted kind (any flag, and the matching flag), PCK."""
+    from toolkit.anatomy.parse import parse_figure
     from toolkit.figures import render_figure
-    from toolkit.figures.parse import parse_figure
     from toolkit.pose.metrics import pck
 
     out, correct, total = {}, 0, 0

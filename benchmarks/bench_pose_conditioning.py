@@ -48,9 +48,9 @@ def sample(name: str, conditioned: bool, poses: Path, args) -> Path:
 
 
 def main() -> None:
-    from toolkit.data.images import list_image_files
+    from toolkit.anatomy.report import evaluate_images
     from toolkit.figures.dataset import write_dataset
-    from toolkit.figures.report import evaluate_images
+    from toolkit.images import list_image_files
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--output_dir", default="runs/bench-pose")

@@ -80,7 +80,8 @@ def sampling(preset: str, resolution: int, runs: list[tuple[str, int]], images: 
     for name, steps in runs:
         start = time.perf_counter()
         with torch.inference_mode():
-            generate(unet, make_scheduler(name, train_config), images, steps, seed=0, batch_size=images)
+            generate(unet, make_scheduler(name, train_config), images, num_inference_steps=steps, seed=0,
+                     batch_size=images)
         seconds = time.perf_counter() - start
         out.append({"preset": preset, "resolution": resolution, "sampler": f"{name}-{steps}",
                     "s_per_image": round(seconds / images, 3)})

@@ -7,11 +7,13 @@ from pathlib import Path
 from toolkit.config import markdown_table
 from toolkit.ddpm.config import TrainUNetConfig
 from toolkit.lora.config import PoseLoraConfig
-from toolkit.sample import SampleConfig
+from toolkit.ddpm.generate import DDPMSampleConfig
+from toolkit.lora.generate import ControlNetSampleConfig
 
 HEADER = """# `train_unet.py` options
 
-Generated from `toolkit/ddpm/config.py` by `python docs/make_docs.py`. Every option works as a command-line flag
+Generated from `toolkit/ddpm/config.py` (options shared by every trainer come from `toolkit/training/config.py`)
+by `python docs/make_docs.py`. Every option works as a command-line flag
 (`--name value`; booleans as `--name` / `--no-name`) and as a key in a recipe YAML (`--config recipe.yaml`). Flags
 given on the command line override the recipe. An unknown key or a value of the wrong type is an error that names
 the key.
@@ -20,14 +22,26 @@ the key.
 
 SAMPLE = """
 
-# `python -m toolkit.sample` options
+# `python -m toolkit.sample ddpm` options
+
+Images from a `train_unet.py` pipeline. `python -m toolkit.sample` without a command is this one, unless
+`--controlnet` is given. Options of `toolkit.sample controlnet` are refused with a one-line error.
+
+"""
+
+SAMPLE_CONTROLNET = """
+
+# `python -m toolkit.sample controlnet` options
+
+Stable Diffusion + ControlNet-OpenPose (+ a pose LoRA) from a folder of poses; see [pose_lora.md](pose_lora.md).
 
 """
 
 
 POSE_LORA = """# `train_pose_lora.py` options
 
-Generated from `toolkit/lora/config.py` by `python docs/make_docs.py`. Flags, recipe keys and errors work as for
+Generated from `toolkit/lora/config.py` (options shared by every trainer come from `toolkit/training/config.py`)
+by `python docs/make_docs.py`. Flags, recipe keys and errors work as for
 `train_unet.py`. The workflow is in [pose_lora.md](pose_lora.md).
 
 """
@@ -35,7 +49,8 @@ Generated from `toolkit/lora/config.py` by `python docs/make_docs.py`. Flags, re
 
 def render() -> str:
     """The train_unet.py and sample options page."""
-    return HEADER + markdown_table(TrainUNetConfig) + SAMPLE + markdown_table(SampleConfig) + "\n"
+    return (HEADER + markdown_table(TrainUNetConfig) + SAMPLE + markdown_table(DDPMSampleConfig) + SAMPLE_CONTROLNET
+            + markdown_table(ControlNetSampleConfig) + "\n")
 
 
 def render_pose_lora() -> str:

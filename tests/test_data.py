@@ -10,16 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
-from toolkit.data.dataset import (
-    FolderSource,
-    MicroBatches,
-    augment,
-    batch_indices,
-    build_train_images,
-    open_source,
-)
-from toolkit.data.images import list_image_files, to_rgb
+from toolkit.data.dataset import MicroBatches, augment, batch_indices, build_train_images
+from toolkit.data.sources import FolderSource, open_source
 from toolkit.errors import UserError
+from toolkit.images import list_image_files, to_rgb
 
 
 def write_images(folder, n, size=(20, 12)):
@@ -76,7 +70,7 @@ def test_corrupt_files_are_skipped_and_counted(tmp_path):
     write_images(tmp_path, 3)
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (tmp_path / "empty.jpg").write_bytes(b"")
-    images = build_train_images(FolderSource(list_image_files(tmp_path)), 8, True, "auto")
+    images = build_train_images(FolderSource(list_image_files(tmp_path)), 8, center_crop=True, cache="auto")
     assert len(images) == 3
     assert sorted(os.path.basename(s) for s in images.skipped) == ["broken.png", "empty.jpg"]
     assert images.get(0).shape == (3, 8, 8) and images.get(0).dtype == torch.uint8
@@ -84,17 +78,17 @@ def test_corrupt_files_are_skipped_and_counted(tmp_path):
 
 def test_empty_and_unreadable_datasets_are_clear_errors(tmp_path):
     with pytest.raises(UserError, match="not found or not a folder"):
-        open_source(str(tmp_path / "nope"), None, None, "image", 1, 8, 0)
+        open_source(train_data_dir=str(tmp_path / "nope"), dataset_name=None, image_column="image")
     with pytest.raises(UserError, match="no image files"):
-        open_source(str(tmp_path), None, None, "image", 1, 8, 0)
+        open_source(train_data_dir=str(tmp_path), dataset_name=None, image_column="image")
     (tmp_path / "bad.png").write_bytes(b"nope")
     with pytest.raises(UserError, match="none of the 1 images could be read"):
-        build_train_images(FolderSource(list_image_files(tmp_path)), 8, True, "auto")
+        build_train_images(FolderSource(list_image_files(tmp_path)), 8, center_crop=True, cache="auto")
 
 
 def test_short_side_resize_keeps_aspect_for_random_crops(tmp_path):
     write_images(tmp_path, 1, size=(40, 20))
-    images = build_train_images(FolderSource(list_image_files(tmp_path)), 10, False, "always")
+    images = build_train_images(FolderSource(list_image_files(tmp_path)), 10, center_crop=False, cache="always")
     assert images.get(0).shape == (3, 10, 20)
     batch = augment([images.get(0)], 10, True, torch.Generator().manual_seed(0))
     assert batch.shape == (1, 3, 10, 10) and batch.min() >= -1 and batch.max() <= 1
@@ -110,10 +104,10 @@ def test_batch_indices_cover_each_epoch_and_are_deterministic():
 def test_micro_batches_are_pure_functions_of_k_and_cache_independent(tmp_path):
     write_images(tmp_path, 5)
     files = list_image_files(tmp_path)
-    cached = build_train_images(FolderSource(files), 8, True, "always")
-    lazy = build_train_images(FolderSource(files), 8, True, "never")
+    cached = build_train_images(FolderSource(files), 8, center_crop=True, cache="always")
+    lazy = build_train_images(FolderSource(files), 8, center_crop=True, cache="never")
     assert lazy.cached is None
-    a, b = MicroBatches(cached, 3, 0, True), MicroBatches(lazy, 3, 0, True)
+    a, b = MicroBatches(cached, 3, seed=0, random_flip=True), MicroBatches(lazy, 3, seed=0, random_flip=True)
     assert torch.equal(a[7][0], b[7][0]) and torch.equal(a[7][0], a[7][0])
     assert not torch.equal(a[7][0], a[8][0])
 
@@ -131,13 +125,13 @@ def test_dataset_name_local_imagefolder_and_saved_dataset(tmp_path):
     import datasets
 
     write_images(tmp_path / "folder", 3)
-    source, name = open_source(None, str(tmp_path / "folder"), None, "image", 1, 8, 0)
+    source, name = open_source(train_data_dir=None, dataset_name=str(tmp_path / "folder"), image_column="image")
     assert len(source) == 3 and source.load(0).mode == "RGB"
     saved = tmp_path / "saved"
     ds = datasets.Dataset.from_dict({"picture": [Image.new("L", (9, 9), 7)] * 2},
                                     features=datasets.Features({"picture": datasets.Image()}))
     ds.save_to_disk(str(saved))
-    source, _ = open_source(None, str(saved), None, "picture", 1, 8, 0)
+    source, _ = open_source(train_data_dir=None, dataset_name=str(saved), image_column="picture")
     assert len(source) == 2 and source.load(1).getpixel((0, 0)) == (7, 7, 7)
     with pytest.raises(UserError, match="no column 'image'"):
-        open_source(None, str(saved), None, "image", 1, 8, 0)
+        open_source(train_data_dir=None, dataset_name=str(saved), image_column="image")

@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from toolkit.anatomy.parse import SKIN, classify, parse_figure
 from toolkit.figures import DISTORTIONS, LIMBS, POSTURES, SEGMENTS, render_figure
-from toolkit.figures.parse import SKIN, classify, parse_figure
 from toolkit.pose.metrics import pck
 
 PLANTED = [d for d in DISTORTIONS if d not in ("none", "mixed")]

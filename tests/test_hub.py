@@ -44,10 +44,10 @@ def test_dry_run_writes_exactly_the_upload_folder(tmp_path, monkeypatch, capsys)
 
 def test_model_card_names_a_hub_dataset(tmp_path):
     from toolkit.config import from_dict
+    from toolkit.ddpm.card import card_info
     from toolkit.ddpm.config import TrainUNetConfig
-    from toolkit.ddpm.outputs import RunSummary
-    from toolkit.ddpm.publish import card_info
     from toolkit.hub import build_model_card
+    from toolkit.training.report import RunSummary
 
     cfg = from_dict(TrainUNetConfig, {"dataset_name": "someone/faces", "hub_model_id": "me/faces"})
     card = build_model_card(card_info(cfg, RunSummary(output_dir=str(tmp_path), total_steps=1)))
@@ -75,6 +75,6 @@ def test_restaging_replaces_the_previous_folder(tmp_path):
     stale = tmp_path / "hub_upload" / "old.bin"
     stale.parent.mkdir()
     stale.write_text("x")
-    stage = stage_upload(tmp_path, ModelCard("---\nlicense: mit\n---\nhi"))
+    stage = stage_upload(tmp_path, ModelCard("---\nlicense: mit\n---\nhi"), ["model_index.json", "unet"])
     assert sorted(p.name for p in stage.iterdir()) == ["README.md", "model_index.json"]
     shutil.rmtree(stage)

@@ -106,9 +106,11 @@ def test_negative_pose_loss_weight_is_rejected(tmp_path, value, capsys):
 
 
 def test_figures_render_on_the_fly_without_a_cache():
-    from toolkit.data.dataset import FiguresSource, MicroBatches, build_train_images
+    from toolkit.data.dataset import MicroBatches, build_train_images
+    from toolkit.data.sources import FiguresSource
 
-    images = build_train_images(FiguresSource(10_000_000, 32), 32, True, "never", with_conditioning=True)
+    images = build_train_images(FiguresSource(10_000_000, 32), 32, center_crop=True, cache="never",
+                                with_conditioning=True)
     assert images.cached is None and len(images) == 10_000_000  # nothing decoded up front
     batch, failed = MicroBatches(images, 4, seed=0, random_flip=False)[123_456]
     assert batch.shape == (4, 6, 32, 32) and not failed and batch[:, 3:].amax() > 0  # images and their pose maps

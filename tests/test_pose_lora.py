@@ -47,6 +47,33 @@ def lora_cfg(tiny: Path, out: Path, **overrides) -> PoseLoraConfig:
     return from_dict(PoseLoraConfig, lora_flags(tiny, out, **overrides))
 
 
+def build_run(cfg: PoseLoraConfig):
+    """A PoseLoraTrainer with its Accelerator, as the entry point builds it."""
+    from toolkit.lora.trainer import PoseLoraTrainer
+    from toolkit.training.loop import build
+
+    return build(PoseLoraTrainer, cfg)
+
+
+def train_step(run, step: int) -> tuple[float, float]:
+    """One optimiser step of the shared loop on the trainer's own batch for `step`: (loss, grad norm)."""
+    from toolkit.training.loop import optimizer_step
+
+    return optimizer_step(run, step, next(run.batches(step)))["lora"]
+
+
+def micro_loss(run, indices: list[int], generator: torch.Generator):
+    return run.loss(run.phases[0], indices, generator)
+
+
+def train(cfg: PoseLoraConfig):
+    """A whole run (without the summary print and publishing of the entry point); returns its summary."""
+    from toolkit.training.loop import train as train_run
+
+    trainer, reason = build_run(cfg)
+    return train_run(trainer, reason)
+
+
 def as_argv(flags: dict) -> list[str]:
     argv = []
     for key, value in flags.items():
@@ -80,8 +107,6 @@ def test_tiny_sd_folders_load_with_from_pretrained(tiny):
 
 
 def test_training_changes_only_the_lora_weights(tiny, tmp_path):
-    from toolkit.lora.trainer import build_run, train_step
-
     run, _ = build_run(lora_cfg(tiny, tmp_path / "run"))
     m = run.models
     frozen = {name: _snapshot(mod, lora=False) for name, mod in
@@ -102,8 +127,6 @@ def test_training_changes_only_the_lora_weights(tiny, tmp_path):
 
 @pytest.mark.parametrize("mode", ["lora", "full"])
 def test_train_controlnet_too(tiny, tmp_path, mode):
-    from toolkit.lora.trainer import build_run, train_step
-
     run, _ = build_run(lora_cfg(tiny, tmp_path / "run", train_controlnet=mode, gradient_checkpointing=True))
     trainable = [n for n, p in run.models.controlnet.named_parameters() if p.requires_grad]
     assert trainable and all(("lora_" in n) == (mode == "lora") for n in trainable)
@@ -123,7 +146,6 @@ def test_train_controlnet_too(tiny, tmp_path, mode):
 def test_controlnet_from_unet_is_saved_for_inference(tiny, tmp_path):
     from diffusers import ControlNetModel
 
-    from toolkit.lora.trainer import train
     from toolkit.sample import main
 
     out = tmp_path / "run"
@@ -192,8 +214,6 @@ def test_reload_check_fails_loudly():
 
 
 def test_cached_and_uncached_batches_give_the_same_loss(tiny, tmp_path):
-    from toolkit.lora.trainer import build_run, micro_loss
-
     losses = []
     for cached in (True, False):
         run, _ = build_run(lora_cfg(tiny, tmp_path / f"run{cached}", cache_latents=cached,
@@ -205,8 +225,6 @@ def test_cached_and_uncached_batches_give_the_same_loss(tiny, tmp_path):
 
 
 def test_lora_weights_stay_fp32_under_bf16(tiny, tmp_path):
-    from toolkit.lora.trainer import build_run, train_step, validate
-
     run, _ = build_run(lora_cfg(tiny, tmp_path / "run", mixed_precision="bf16", train_controlnet="lora"))
     assert run.weight_dtype == torch.bfloat16
     assert next(run.models.vae.parameters()).dtype == torch.bfloat16
@@ -214,12 +232,10 @@ def test_lora_weights_stay_fp32_under_bf16(tiny, tmp_path):
     assert all(p.dtype == torch.bfloat16 for p in base)
     loss, _ = train_step(run, 0)
     assert np.isfinite(loss) and all(p.dtype == torch.float32 for p in run.params)
-    assert validate(run, 1).is_file()  # mixed-dtype modules also generate (under autocast, as in training)
+    assert run.validate(1).is_file()  # mixed-dtype modules also generate (under autocast, as in training)
 
 
 def test_resume_continues_exactly(tiny, tmp_path):
-    from toolkit.lora.trainer import train
-
     out = tmp_path / "run"
     train(lora_cfg(tiny, out, max_train_steps=4, checkpointing_steps=2))
     straight = load_file(out / "pytorch_lora_weights.safetensors")
@@ -354,8 +370,6 @@ def test_accelerate_launch_smoke(tiny, tmp_path):
 
 
 def test_a_corrupt_image_is_skipped_and_counted(tiny, tmp_path):
-    from toolkit.lora.trainer import build_run, train_step
-
     data = tmp_path / "figures"
     shutil.copytree(tiny / "figures", data)
     (data / "images" / "000002.png").write_bytes(b"not a png")
@@ -369,8 +383,6 @@ def test_a_corrupt_image_is_skipped_and_counted(tiny, tmp_path):
 
 
 def test_loss_options_change_the_loss(tiny, tmp_path):
-    from toolkit.lora.trainer import build_run, micro_loss
-
     def loss(**overrides):
         run, _ = build_run(lora_cfg(tiny, tmp_path / "run", overwrite_output_dir=True, **overrides))
         with torch.no_grad():
@@ -385,10 +397,8 @@ def test_loss_options_change_the_loss(tiny, tmp_path):
 
 
 def test_unavailable_speedups_fall_back_with_a_message(tiny, tmp_path, capsys):
-    from toolkit.lora.trainer import build_run
-
     run, _ = build_run(lora_cfg(tiny, tmp_path / "run", use_8bit_adam=True,
                                 enable_xformers_memory_efficient_attention=True))
-    assert type(run.optimizer.optimizer).__name__ == "AdamW"
+    assert type(run.phases[0].optimizer.optimizer).__name__ == "AdamW"
     out = capsys.readouterr().out
     assert "xformers needs CUDA" in out and "--use_8bit_adam: bitsandbytes unavailable" in out

@@ -12,8 +12,9 @@ from diffusers import DDPMPipeline
 from PIL import Image
 from safetensors.torch import load_file
 
-from toolkit.ddpm import trainer
+from toolkit.ddpm.trainer import DDPMTrainer
 from toolkit.train_unet import main
+from toolkit.training import loop
 from toolkit.training.checkpoints import list_checkpoints
 
 UNET_FILE = "unet/diffusion_pytorch_model.safetensors"
@@ -86,7 +87,7 @@ def test_checkpoint_rotation(tmp_path):
 
 def test_a_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    real_save = trainer.save_checkpoint
+    real_save = loop.save_checkpoint
 
     def dying_save(accelerator, root, step, state, limit):
         if step == 4:  # simulate a kill in the middle of writing the second checkpoint
@@ -94,25 +95,25 @@ def test_a_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path, mo
             raise KeyboardInterrupt
         return real_save(accelerator, root, step, state, limit)
 
-    monkeypatch.setattr(trainer, "save_checkpoint", dying_save)
+    monkeypatch.setattr(loop, "save_checkpoint", dying_save)
     assert main(tiny_argv(out, max_train_steps=4, checkpointing_steps=2)) == 130
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-2"]
-    monkeypatch.setattr(trainer, "save_checkpoint", real_save)
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
     assert main(tiny_argv(out, max_train_steps=4, checkpointing_steps=2, resume_from_checkpoint="latest")) == 0
     assert not list((out / "checkpoints").glob(".checkpoint-*"))  # the partial save was cleaned up
     assert json.loads((out / "summary.json").read_text())["start_step"] == 2
 
 
 def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, capsys):
-    real_loss = trainer.micro_loss
+    real_loss = DDPMTrainer.loss
     calls = {"n": 0}
 
-    def exploding_loss(run, x0, generator):
+    def exploding_loss(self, phase, x0, generator):
         calls["n"] += 1
-        loss = real_loss(run, x0, generator)
+        loss = real_loss(self, phase, x0, generator)
         return loss * float("nan") if calls["n"] == 3 else loss
 
-    monkeypatch.setattr(trainer, "micro_loss", exploding_loss)
+    monkeypatch.setattr(DDPMTrainer, "loss", exploding_loss)
     out = tmp_path / "run"
     assert main(tiny_argv(out, max_train_steps=4, checkpointing_steps=2)) == 2
     err = capsys.readouterr().err

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union
 
@@ -32,6 +33,28 @@ def option(default: Any, help: str, cli: bool = True) -> Any:
     if isinstance(default, (list, dict)):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
+
+
+def with_defaults(**defaults: Any) -> Callable[[type[T]], type[T]]:
+    """Give inherited options other defaults in a subclass, keeping their type, help and place; put it under
+    @dataclass. Shared options are declared once, in the base config, whatever each trainer's default."""
+
+    def apply(cls: type[T]) -> type[T]:
+        inherited = {f.name: f for base in cls.__mro__[1:] if dataclasses.is_dataclass(base)
+                     for f in dataclasses.fields(base)}
+        hints = typing.get_type_hints(cls.__mro__[1])
+        annotations = cls.__dict__.get("__annotations__", {})
+        for name, value in defaults.items():
+            if name not in inherited:
+                raise TypeError(f"{cls.__name__}: with_defaults names {name!r}, which no base config declares")
+            _coerce(value, hints[name], f"{cls.__name__} default {name}")  # a wrong default fails at import
+            meta = inherited[name].metadata
+            annotations[name] = hints[name]
+            setattr(cls, name, option(value, meta.get("help", ""), meta.get("cli", True)))
+        cls.__annotations__ = annotations
+        return cls
+
+    return apply
 
 
 def _type_name(tp: Any) -> str:

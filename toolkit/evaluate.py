@@ -38,7 +38,7 @@ def _one_size(files: list[Path]) -> tuple[list[Path], list[Path]]:
 
     from PIL import Image
 
-    from toolkit.data.images import DECODE_ERRORS
+    from toolkit.images import DECODE_ERRORS
 
     sizes = {}
     for path in files:
@@ -57,8 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     """Parse every image, write the report, print the summary."""
     from PIL import Image
 
-    from toolkit.data.images import list_image_files
-    from toolkit.figures.report import MIN_RESOLUTION, evaluate_images, table
+    from toolkit.anatomy.report import MIN_RESOLUTION, evaluate_images, table
+    from toolkit.images import list_image_files
 
     cfg = parse_config(EvaluateConfig, argv, description=__doc__.splitlines()[0])
     files = list_image_files(cfg.images)

@@ -30,7 +30,7 @@ class EvaluatePosesConfig:
 
 def pairs(images: Path, poses: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
     """(image, pose JSON) pairs by stem, and the names of images that have no pose."""
-    from toolkit.data.images import list_image_files
+    from toolkit.images import list_image_files
 
     if not poses.is_dir():
         raise UserError(f"poses folder not found: {poses}")

@@ -14,12 +14,14 @@ import yaml
 from diffusers.utils.hub_utils import populate_model_card
 from huggingface_hub import ModelCard, ModelCardData
 
+from toolkit import __version__
 from toolkit.errors import UserError
 
+TOOLKIT = f"anatomy-toolkit {__version__}"  # named in model cards (the project has no public URL to link yet)
+
 UPLOAD_DIR = "hub_upload"
-# What a run folder publishes: the pipeline, its card, the last sample grid and the resolved config.
-PUBLISHED = ["model_index.json", "unet", "scheduler", "README.md", "config.yaml", "summary.json", "samples/final.png",
-             "loss.png"]
+# What every run folder publishes besides its model: the card, the resolved config, the summary and the plots.
+RUN_FILES = ["README.md", "config.yaml", "summary.json", "samples/final.png", "loss.png"]
 
 
 @dataclass
@@ -67,14 +69,14 @@ def build_model_card(info: CardInfo) -> ModelCard:
     return populate_model_card(card, tags=["diffusers", "anatomy-toolkit", *info.tags])
 
 
-def stage_upload(output_dir: str | Path, card: ModelCard, files: list[str] | None = None) -> Path:
-    """Write `output_dir/hub_upload`: exactly the files that would be pushed (`files`, default a DDPM run's;
-    checkpoints and logs excluded)."""
+def stage_upload(output_dir: str | Path, card: ModelCard, files: list[str]) -> Path:
+    """Write `output_dir/hub_upload`: exactly the files that would be pushed (`files` and RUN_FILES, where they
+    exist; checkpoints and logs are never among them)."""
     output_dir = Path(output_dir)
     card.save(output_dir / "README.md")
     stage = output_dir / UPLOAD_DIR
     shutil.rmtree(stage, ignore_errors=True)
-    for name in files or PUBLISHED:
+    for name in dict.fromkeys([*files, *RUN_FILES]):
         src = output_dir / name
         if not src.exists():
             continue
@@ -85,6 +87,15 @@ def stage_upload(output_dir: str | Path, card: ModelCard, files: list[str] | Non
         else:
             shutil.copy2(src, dst)
     return stage
+
+
+def publish(card: ModelCard, output_dir: str | Path, files: list[str], *, repo_id: str, private: bool,
+            dry_run: bool) -> str:
+    """Write the card and the upload folder; push it unless this is a dry run. Returns a status line."""
+    stage = stage_upload(output_dir, card, files)
+    if dry_run:
+        return f"hub dry run: {stage} holds exactly what would be uploaded to {repo_id}"
+    return f"pushed to {push_folder(stage, repo_id, private)}"
 
 
 def push_folder(folder: str | Path, repo_id: str, private: bool) -> str:

@@ -1,9 +1,12 @@
-"""Sampling from unconditional and pose-conditioned UNets with fast solvers, and image grids."""
+"""Sampling from unconditional and pose-conditioned UNets with fast solvers, image grids, and the options every
+`toolkit.sample` command shares."""
 
 from __future__ import annotations
 
 import inspect
 import math
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -16,6 +19,8 @@ from diffusers import (
 )
 from PIL import Image
 from tqdm.auto import tqdm
+
+from toolkit.config import ConfigError, option
 
 SCHEDULERS = {
     "ddpm": DDPMScheduler,
@@ -38,7 +43,7 @@ def make_scheduler(name: str, train_config: dict, pixel_space: bool = True):
 
 
 @torch.no_grad()
-def denoise(unet: UNet2DModel, scheduler, noise: torch.Tensor, num_inference_steps: int,
+def denoise(unet: UNet2DModel, scheduler, noise: torch.Tensor, *, num_inference_steps: int,
             generator: torch.Generator, progress: bool = False, conditioning: torch.Tensor | None = None) -> torch.Tensor:
     """Run `scheduler` from `noise` (B, C, H, W) to images in [-1, 1]; `conditioning` (B, Cc, H, W) is concatenated
     to the model input at every step (pose-conditioned UNets)."""
@@ -55,7 +60,7 @@ def denoise(unet: UNet2DModel, scheduler, noise: torch.Tensor, num_inference_ste
 
 
 @torch.no_grad()
-def generate(unet: UNet2DModel, scheduler, num_images: int, num_inference_steps: int, seed: int,
+def generate(unet: UNet2DModel, scheduler, num_images: int, *, num_inference_steps: int, seed: int,
              batch_size: int = 16, resolution: int | None = None, progress: bool = False,
              conditioning: torch.Tensor | None = None) -> np.ndarray:
     """Sample `num_images` images as uint8 (N, H, W, 3); the same seed gives the same images.
@@ -70,8 +75,8 @@ def generate(unet: UNet2DModel, scheduler, num_images: int, num_inference_steps:
         generator = torch.Generator(device="cpu").manual_seed(seed + start)
         noise = torch.randn((n, unet.config.out_channels, size, size), generator=generator)
         cond = conditioning[start:start + n].to(param.device, param.dtype) if conditioning is not None else None
-        x = denoise(unet, scheduler, noise.to(param.device, param.dtype), num_inference_steps, generator,
-                    progress=progress, conditioning=cond)
+        x = denoise(unet, scheduler, noise.to(param.device, param.dtype), num_inference_steps=num_inference_steps,
+                    generator=generator, progress=progress, conditioning=cond)
         images = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)  # [-1, 1] -> uint8
         chunks.append(images.permute(0, 2, 3, 1).cpu().numpy())  # (n, 3, H, W) -> (n, H, W, 3)
     return np.concatenate(chunks)
@@ -87,3 +92,25 @@ def make_grid(images: np.ndarray | list[Image.Image], cols: int | None = None, p
     for i, arr in enumerate(arrays):
         grid.paste(Image.fromarray(arr), (pad + (i % cols) * (w + pad), pad + (i // cols) * (h + pad)))
     return grid
+
+
+@dataclass
+class SampleConfig:
+    """Options of every `python -m toolkit.sample` command."""
+
+    pipeline: str = option("runs/ddpm-figures", "the pipeline folder (or Hub id) to sample from")
+    poses: str | None = option(None, "folder of OpenPose JSON (ddpm: or pose-map images); one image per pose, "
+                                     "named like the pose file")
+    num_images: int = option(16, "how many images to generate (with --poses: at most this many poses, in order)")
+    num_inference_steps: int = option(20, "solver steps (20 for dpm/unipc, 50 for ddim, 1000 for ddpm)")
+    scheduler: Literal["dpm", "unipc", "ddim", "ddpm"] = option("dpm", "sampler")
+    seed: int = option(0, "random seed; the same seed gives the same images")
+    resolution: int | None = option(None, "output size; defaults to the training resolution")
+    output_dir: str | None = option(None, "where to write images and grid.png (default: PIPELINE/generated)")
+
+    POSITIVE = ("num_images", "num_inference_steps")
+
+    def __post_init__(self) -> None:
+        for key in self.POSITIVE:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")

@@ -17,13 +17,12 @@ from toolkit.lora.config import PoseLoraConfig
 
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
-    """Parse flags (and a recipe), train, print the summary, and publish if asked."""
-    from toolkit.lora.finish import publish
-    from toolkit.lora.trainer import train
-    from toolkit.training.runs import report
+    """Parse flags (and a recipe), train, check the saved LoRA, print the summary, and publish if asked."""
+    from toolkit.lora.trainer import PoseLoraTrainer
+    from toolkit.training.loop import run
 
     cfg = parse_config(PoseLoraConfig, argv, description=__doc__.splitlines()[0])
-    return report(train(cfg), cfg, publish)
+    return run(PoseLoraTrainer, cfg)
 
 
 if __name__ == "__main__":

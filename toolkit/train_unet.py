@@ -16,12 +16,11 @@ from toolkit.errors import cli_errors
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     """Parse flags (and a recipe), train, print the summary, and publish if asked."""
-    from toolkit.ddpm.publish import publish
-    from toolkit.ddpm.trainer import train
-    from toolkit.training.runs import report
+    from toolkit.ddpm.trainer import DDPMTrainer
+    from toolkit.training.loop import run
 
     cfg = parse_config(TrainUNetConfig, argv, description=__doc__.splitlines()[0])
-    return report(train(cfg), cfg, publish)
+    return run(DDPMTrainer, cfg)
 
 
 if __name__ == "__main__":

@@ -1,123 +1,28 @@
-"""Training images: sources (folder, `datasets`, synthetic figures), an in-memory uint8 cache, and batches that
-depend only on (seed, step) so that a resumed run sees exactly the batches an uninterrupted one would."""
+"""Training images: an in-memory uint8 cache of a source's images (and pose maps), and batches that depend only on
+(seed, step), so that a resumed run sees exactly the batches an uninterrupted one would."""
 
 from __future__ import annotations
 
 import functools
-import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from toolkit.data.images import DECODE_ERRORS, list_conditioning_files, list_image_files, load_rgb, to_rgb
+from toolkit.data.sources import FiguresSource, ImageSource
 from toolkit.errors import UserError
+from toolkit.images import DECODE_ERRORS, Crop, apply_crop, plan_crop
+from toolkit.pose.conditioning import crop_pose, draw_map, resize_pose
 
 CACHE_LIMIT_BYTES = 4 * 1024**3
 
 
-class ImageSource(Protocol):
-    """Anything with a length, a name per item and a loader that returns a PIL image (or raises DECODE_ERRORS);
-    `load_conditioning` returns the item's pose map (raises UserError for sources without one)."""
-
-    def __len__(self) -> int: ...
-    def name(self, index: int) -> str: ...
-    def load(self, index: int) -> Image.Image: ...
-    def load_conditioning(self, index: int) -> Image.Image: ...
-
-
-def resize_short_side(image: Image.Image, resolution: int, center_crop: bool) -> torch.Tensor:
-    """Resize so the short side is `resolution` (then center crop to a square if asked); uint8 (3, H, W)."""
-    w, h = image.size
-    scale = resolution / min(w, h)
-    size = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
-    image = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-    if center_crop:
-        left, top = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-        image = image.crop((left, top, left + resolution, top + resolution))
+def to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
+    """An RGB image as uint8 (3, H, W)."""
     return torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
-
-
-
-@dataclass
-class FolderSource:
-    """Image files on disk, and their pose maps when the folder has them."""
-
-    files: list[Path]
-    conditioning: list[Path] | None = None
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def name(self, index: int) -> str:
-        return str(self.files[index])
-
-    def load(self, index: int) -> Image.Image:
-        return load_rgb(self.files[index])
-
-    def load_conditioning(self, index: int) -> Image.Image:
-        if self.conditioning is None:
-            raise UserError("this dataset has no pose maps")
-        return load_rgb(self.conditioning[index])
-
-
-@dataclass
-class HubDatasetSource:
-    """A `datasets.Dataset` with an image column (decoded lazily by `datasets`) and maybe a pose-map column."""
-
-    dataset: object
-    column: str
-    conditioning_column: str | None = None
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def name(self, index: int) -> str:
-        return f"{self.column}[{index}]"
-
-    def load(self, index: int) -> Image.Image:
-        return to_rgb(self.dataset[index][self.column])
-
-    def load_conditioning(self, index: int) -> Image.Image:
-        if self.conditioning_column is None:
-            raise UserError("this dataset has no pose maps")
-        return to_rgb(self.dataset[index][self.conditioning_column])
-
-
-@dataclass
-class FiguresSource:
-    """The built-in synthetic human figures (toolkit.figures), rendered on demand."""
-
-    count: int
-    resolution: int
-    seed: int = 0
-
-    def __len__(self) -> int:
-        return self.count
-
-    def name(self, index: int) -> str:
-        return f"figure-{index}"
-
-    def load(self, index: int) -> Image.Image:
-        return self._figure(index).image
-
-    def load_conditioning(self, index: int) -> Image.Image:
-        return self._figure(index).conditioning()
-
-    def _figure(self, index: int):
-        return _render_figure(self.seed * 1_000_003 + index, self.resolution)
-
-
-@functools.lru_cache(maxsize=64)  # decode() asks for the image, then the pose map, of the same figure
-def _render_figure(seed: int, resolution: int):
-    from toolkit.figures import render_figure
-
-    return render_figure(seed, resolution)
 
 
 @dataclass
@@ -138,13 +43,21 @@ class TrainImages:
     def decode(self, index: int) -> torch.Tensor:
         """uint8 (3, H, W), or (6, H, W) with the pose map, short side at `resolution`; raises DECODE_ERRORS."""
         image = self.source.load(index)
-        tensor = resize_short_side(image, self.resolution, self.center_crop)
+        crop = plan_crop(image.size, self.resolution, square=self.center_crop)
+        tensor = to_tensor(apply_crop(image, crop))
         if not self.with_conditioning:
             return tensor
-        pose = self.source.load_conditioning(index)
-        if pose.size != image.size:
-            pose = pose.resize(image.size, Image.Resampling.BILINEAR)
-        return torch.cat([tensor, resize_short_side(pose, self.resolution, self.center_crop)])  # (6, H, W)
+        return torch.cat([tensor, to_tensor(self._pose_map(index, image.size, crop))])  # (6, H, W)
+
+    def _pose_map(self, index: int, size: tuple[int, int], crop: Crop) -> np.ndarray | Image.Image:
+        """The item's pose map under `crop`: drawn from its keypoints when it has them, else its map image."""
+        pose = self.source.keypoints(index)
+        if pose is not None:  # sticks as thick as at the training resolution, also on a wider random-crop canvas
+            return draw_map(crop_pose(resize_pose(pose, size), crop), resolution=self.resolution)
+        given = self.source.load_conditioning(index)
+        if given.size != size:
+            given = given.resize(size, Image.Resampling.BILINEAR)
+        return apply_crop(given, crop)
 
     def get(self, i: int) -> torch.Tensor:
         """The i-th good image as uint8 (3, H, W), or (6, H, W) with its pose map."""
@@ -158,7 +71,7 @@ def _decode_or_none(images: TrainImages, index: int) -> torch.Tensor | None:
         return None
 
 
-def build_train_images(source: ImageSource, resolution: int, center_crop: bool, cache: str,
+def build_train_images(source: ImageSource, resolution: int, *, center_crop: bool, cache: str,
                        max_items: int | None = None, with_conditioning: bool = False) -> TrainImages:
     """Decode every image (and pose map) once, kept as uint8 when `cache` allows; unreadable ones are skipped and
     listed."""
@@ -226,7 +139,7 @@ def augment(images: list[torch.Tensor], resolution: int, random_flip: bool, gene
 class MicroBatches(torch.utils.data.Dataset):
     """Item k is micro-batch k: a pure function of (seed, k), so batches can be produced by workers and resumed."""
 
-    def __init__(self, images: TrainImages, batch_size: int, seed: int, random_flip: bool, shard=(0, 1)):
+    def __init__(self, images: TrainImages, batch_size: int, *, seed: int, random_flip: bool, shard=(0, 1)):
         self.images, self.batch_size, self.seed, self.random_flip = images, batch_size, seed, random_flip
         self.rank, self.world = shard
 
@@ -245,48 +158,3 @@ class MicroBatches(torch.utils.data.Dataset):
                 tensors.append(self.images.get(0))
         generator = torch.Generator().manual_seed(self.seed * 7_919 + k)
         return augment(tensors, self.images.resolution, self.random_flip, generator), failed
-
-
-def epochs_to_steps(num_epochs: int, num_images: int, images_per_step: int) -> int:
-    """Optimiser steps that cover `num_epochs` passes over `num_images`."""
-    return max(1, math.ceil(num_epochs * num_images / images_per_step))
-
-
-def open_source(train_data_dir: str | None, dataset_name: str | None, dataset_config_name: str | None,
-                image_column: str, num_figures: int, resolution: int, seed: int,
-                conditioning_column: str | None = None) -> tuple[ImageSource, str]:
-    """The image source a run asked for, and a short description of it for logs and the model card.
-
-    `conditioning_column` (for --dataset_name) or any value (for folders) asks for pose maps too.
-    """
-    if train_data_dir:
-        files = list_image_files(train_data_dir)
-        if not files:
-            raise UserError(f"no image files found in {train_data_dir}")
-        maps = list_conditioning_files(train_data_dir) if conditioning_column else None
-        return FolderSource(files, maps), str(train_data_dir)
-    if dataset_name:
-        return _open_hub_dataset(dataset_name, dataset_config_name, image_column, conditioning_column), dataset_name
-    return FiguresSource(num_figures, resolution, seed), f"synthetic figures ({num_figures}, seed {seed})"
-
-
-def load_train_dataset(name: str, config_name: str | None = None):
-    """The train split of a `datasets` name or of a folder written by save_to_disk; failures are one-line errors."""
-    import datasets
-
-    try:
-        if (Path(name) / "state.json").is_file() or (Path(name) / "dataset_dict.json").is_file():
-            dataset = datasets.load_from_disk(name)  # written by save_to_disk
-            return dataset["train"] if isinstance(dataset, datasets.DatasetDict) else dataset
-        return datasets.load_dataset(name, config_name, split="train")
-    except (FileNotFoundError, ValueError, ConnectionError, datasets.exceptions.DatasetNotFoundError) as e:
-        raise UserError(f"could not load dataset {name!r}: {e}") from None
-
-
-def _open_hub_dataset(name: str, config_name: str | None, column: str,
-                      conditioning_column: str | None = None) -> HubDatasetSource:
-    dataset = load_train_dataset(name, config_name)
-    for wanted in (column, conditioning_column):
-        if wanted is not None and wanted not in dataset.column_names:
-            raise UserError(f"dataset {name!r} has no column {wanted!r}; columns: {dataset.column_names}")
-    return HubDatasetSource(dataset, column, conditioning_column)

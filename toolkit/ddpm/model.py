@@ -40,7 +40,7 @@ def _read_config(name_or_path: str) -> dict:
     return {k: v for k, v in config.items() if not k.startswith("_")}
 
 
-def build_unet(preset: str, resolution: int, dropout: float = 0.0, config_path: str | None = None,
+def build_unet(preset: str, resolution: int, *, dropout: float = 0.0, config_path: str | None = None,
                in_channels: int = 3) -> UNet2DModel:
     """A freshly initialised UNet2DModel from a preset (or a config JSON), checked against `resolution`."""
     config = _read_config(config_path) if config_path else dict(PRESETS[preset])

@@ -1,174 +1,57 @@
-"""What a DDPM run leaves behind: checkpoint hooks (safetensors), the pipeline, tracker logs and the summary."""
+"""What a DDPM run writes: the UNet and its EMA in checkpoints (safetensors folders), and the saved pipeline."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from diffusers import DDPMPipeline, UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from toolkit.config import to_dict
+from toolkit.ddpm.pipeline import PoseDDPMPipeline
+from toolkit.training.report import RunSummary
+from toolkit.training.runs import ema_weights
 
 
 @dataclass
-class RunSummary:
-    """Figures of a finished run, printed at the end and written to summary.json."""
-
-    output_dir: str
-    total_steps: int
-    start_step: int = 0
-    data: str = ""
-    steps_done: int = 0
-    images_seen: int = 0
-    train_seconds: float = 0.0
-    smoothed_loss: float = float("nan")
-    last_rate: float = 0.0
-    skipped_files: list[str] = field(default_factory=list)
-    samples: str = ""
-    resumed_from: str | None = None
-    mixed_precision: str = ""
-    loss_history: list[float] = field(default_factory=list)  # per step, since step 0 (kept across resumes)
-
-    def add_step(self, loss: float, seconds: float, images: int) -> None:
-        """Record one optimiser step; the loss is smoothed with an EMA of 0.9 (first step taken as is)."""
-        self.smoothed_loss = loss if self.steps_done == 0 else 0.9 * self.smoothed_loss + 0.1 * loss
-        self.loss_history.append(round(loss, 6))
-        self.steps_done += 1
-        self.images_seen += images
-        self.train_seconds += seconds
-        self.last_rate = images / max(seconds, 1e-9)
-
-    @property
-    def images_per_second(self) -> float:
-        return self.images_seen / max(self.train_seconds, 1e-9)
-
-    def rows(self) -> list[tuple[str, str]]:
-        """(label, value) pairs of the summary table; trainers with other outputs override `output_rows`."""
-        out = Path(self.output_dir)
-        return [
-            ("steps", f"{self.start_step + self.steps_done} / {self.total_steps}"
-                      + (f" (resumed at {self.start_step})" if self.start_step else "")),
-            ("throughput", f"{self.images_per_second:.1f} img/s over {self.train_seconds:.0f} s of training"),
-            ("final loss", f"{self.smoothed_loss:.4f} (smoothed)"),
-            ("mixed precision", self.mixed_precision),
-            ("data", self.data),
-            ("skipped files", f"{len(self.skipped_files)}" + (f": {', '.join(self.skipped_files[:5])}"
-                                                            + (" ..." if len(self.skipped_files) > 5 else "")
-                                                            if self.skipped_files else "")),
-            *self.output_rows(),
-            ("checkpoints", str(out / "checkpoints")),
-            ("logs", f"tensorboard --logdir {out / 'logs'}"),
-        ]
+class DDPMSummary(RunSummary):
+    """The run's figures; its output is a pipeline folder."""
 
     def output_rows(self) -> list[tuple[str, str]]:
-        """What the run produced: the pipeline and its samples."""
+        """The pipeline and its samples."""
         out = Path(self.output_dir)
         return [("pipeline", f"{out} (python -m toolkit.sample --pipeline {out})"), ("samples", self.samples)]
 
-    def table(self) -> str:
-        """A short human-readable summary."""
-        rows = self.rows()
-        width = max(len(k) for k, _ in rows)
-        return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+def save_unet(unet: UNet2DModel, ema: EMAModel | None, folder: Path) -> None:
+    """A checkpoint's model part: `unet/` and, with an EMA, `unet_ema/` (safetensors)."""
+    unet.save_pretrained(folder / "unet")
+    if ema is not None:
+        ema.save_pretrained(folder / "unet_ema")
 
 
-def write_summary(summary: RunSummary, out: Path) -> None:
-    """summary.json with the run's figures (the per-step losses go to loss.png instead)."""
-    data = asdict(summary) | {"images_per_second": round(summary.images_per_second, 3)}
-    data.pop("loss_history")
-    (out / "summary.json").write_text(json.dumps(data, indent=2))
-    plot_loss(summary.loss_history, out / "loss.png")
+def load_unet(unet: UNet2DModel, ema: EMAModel | None, folder: Path) -> None:
+    """Load what `save_unet` wrote into `unet` and `ema`, exactly (the EMA's step count included)."""
+    if ema is not None:
+        loaded = EMAModel.from_pretrained(folder / "unet_ema", UNet2DModel, foreach=True)
+        ema.load_state_dict(loaded.state_dict())
+    loaded = UNet2DModel.from_pretrained(folder, subfolder="unet")
+    unet.register_to_config(**loaded.config)
+    unet.load_state_dict(loaded.state_dict())
 
 
-def plot_loss(losses: list[float], path: Path) -> None:
-    """The training loss per step (light) and its moving average (dark) as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display needed
-    import matplotlib.pyplot as plt
-
-    if not losses:
-        return
-    window = max(1, len(losses) // 50)
-    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="loss")
-    ax.plot(np.arange(len(smooth)) + window - 1, smooth, color="tab:blue", label=f"mean of {window}")
-    ax.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def init_trackers(accelerator, cfg) -> None:
-    """Start TensorBoard/wandb with the scalar part of the config as hyper-parameters."""
-    hparams = {k: v for k, v in to_dict(cfg).items() if isinstance(v, (int, float, str, bool))}
-    accelerator.init_trackers("train_unet", config=hparams)
-
-
-def log_images(accelerator, images: np.ndarray, step: int) -> None:
-    """Send validation images (N, H, W, 3) uint8 to each active tracker."""
-    for tracker in accelerator.trackers:
-        if tracker.name == "tensorboard":
-            tracker.writer.add_images("validation", images, step, dataformats="NHWC")
-        elif tracker.name == "wandb":
-            import wandb
-
-            tracker.log({"validation": [wandb.Image(im) for im in images]}, step=step)
-
-
-def register_checkpoint_hooks(accelerator, get_ema) -> None:
-    """Save the UNet and its EMA as safetensors folders inside each checkpoint, and load them back exactly."""
-
-    def save_hook(models, weights, output_dir):
-        if accelerator.is_main_process:
-            for model in models:
-                accelerator.unwrap_model(model).save_pretrained(Path(output_dir) / "unet")
-            if (ema := get_ema()) is not None:
-                ema.save_pretrained(Path(output_dir) / "unet_ema")
-        while weights:  # stop Accelerate from also pickling the weights
-            weights.pop()
-
-    def load_hook(models, input_dir):
-        if (ema := get_ema()) is not None:
-            loaded = EMAModel.from_pretrained(Path(input_dir) / "unet_ema", UNet2DModel, foreach=True)
-            ema.load_state_dict(loaded.state_dict())
-            ema.to(accelerator.device)
-        while models:
-            model = accelerator.unwrap_model(models.pop())
-            loaded = UNet2DModel.from_pretrained(input_dir, subfolder="unet")
-            model.register_to_config(**loaded.config)
-            model.load_state_dict(loaded.state_dict())
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
-
-
-def save_pipeline(accelerator, unet, ema, noise_scheduler, out: Path, resolution: int,
+def save_pipeline(unet: UNet2DModel, ema: EMAModel | None, noise_scheduler, out: Path, *, resolution: int,
                   pose_conditioned: bool = False) -> None:
     """Save a DDPMPipeline, or a PoseDDPMPipeline, (EMA weights when used) at `out`; model_index.json is written
     last, so a folder with it is complete."""
-    from toolkit.ddpm.pipeline import PoseDDPMPipeline
-
-    if not accelerator.is_main_process:
-        return
-    unet = accelerator.unwrap_model(unet)
-    if ema is not None:
-        ema.store(unet.parameters())
-        ema.copy_to(unet.parameters())
-    unet.register_to_config(sample_size=resolution)
     tmp = out / ".pipeline.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     pipeline_cls = PoseDDPMPipeline if pose_conditioned else DDPMPipeline
-    pipeline_cls(unet=unet, scheduler=noise_scheduler).save_pretrained(tmp)
-    if ema is not None:
-        ema.restore(unet.parameters())
+    with ema_weights(ema, unet):
+        unet.register_to_config(sample_size=resolution)
+        pipeline_cls(unet=unet, scheduler=noise_scheduler).save_pretrained(tmp)
     (out / "model_index.json").unlink(missing_ok=True)
     for part in ("unet", "scheduler"):
         shutil.rmtree(out / part, ignore_errors=True)

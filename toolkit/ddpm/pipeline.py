@@ -39,5 +39,6 @@ class PoseDDPMPipeline(DiffusionPipeline):
         from toolkit.sampling import generate
 
         cond = pose_tensor(poses, self.unet.config.sample_size)
-        images = generate(self.unet, self.scheduler, len(poses), num_inference_steps, seed, conditioning=cond)
+        images = generate(self.unet, self.scheduler, len(poses), num_inference_steps=num_inference_steps, seed=seed,
+                          conditioning=cond)
         return images if output_type == "np" else [Image.fromarray(im) for im in images]

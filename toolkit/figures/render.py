@@ -6,7 +6,7 @@ or textured background. Drawing happens at 2x and is downsampled for anti-aliasi
 
 The figures wear a colour-coded suit: each of the eight limb segments has its own hue (SEGMENT_HUES), the torso is
 neutral, skin is skin-toned and the background is low in saturation. Shades vary per image, hues do not, which is
-what lets `toolkit.figures.parse` find the parts of a generated figure without a learned model.
+what lets `toolkit.anatomy.parse` find the parts of a generated figure without a learned model.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ from toolkit.figures.prior import (
     sample_pose,
     strokes_of,
 )
+from toolkit.pose.conditioning import draw_map
+from toolkit.pose.keypoints import Person, Pose
 
 SEGMENT_HUES = dict(zip(SEGMENTS, (70, 110, 150, 190, 230, 270, 310, 350), strict=True))  # degrees; skin sits near 30
 SEGMENT_WIDTHS = {"upper_arm": 0.07, "forearm": 0.062, "thigh": 0.085, "shin": 0.075}  # body units
@@ -56,12 +58,15 @@ class Figure:
     def posture(self) -> str:
         return self.labels["action"]
 
-    def conditioning(self) -> Image.Image:
-        """The OpenPose map of the intended pose at the image's size (sticks scaled from 512 px maps)."""
-        from toolkit.pose import Person, Pose, render_pose
+    @property
+    def pose(self) -> Pose:
+        """The intended pose as OpenPose keypoints on the image's canvas."""
+        width, height = self.image.size
+        return Pose(width, height, [Person(self.keypoints)])
 
-        size = self.image.size[0]
-        return Image.fromarray(render_pose(Pose(size, size, [Person(self.keypoints)]), scale=size / 512))
+    def conditioning(self) -> Image.Image:
+        """The OpenPose map of the intended pose at the image's size (`toolkit.pose.conditioning.draw_map`)."""
+        return Image.fromarray(draw_map(self.pose))
 
 
 def segment_width(name: str) -> float:

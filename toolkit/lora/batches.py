@@ -56,10 +56,10 @@ class Caches:
     skipped: list[int] = field(default_factory=list)
 
 
-def build_caches(cfg, data: PoseData, models, device, dtype) -> Caches:
-    """Encode every image (and flip) and every caption once, as far as --cache_latents/--cache_text_embeddings ask."""
+def build_caches(data: PoseData, models, *, latents: bool, texts: bool, device, dtype) -> Caches:
+    """Encode every image (and flip) and every caption once, as far as `latents` and `texts` ask."""
     caches = Caches()
-    if cfg.cache_latents:
+    if latents:
         caches.latents = {}
         for i in tqdm(range(len(data)), desc="caching latents"):
             example = data.example(i)
@@ -70,7 +70,7 @@ def build_caches(cfg, data: PoseData, models, device, dtype) -> Caches:
                 image, pose_map = _view(example, flipped)
                 mean, std = latent_stats(models.vae, image[None], device, dtype)
                 caches.latents[(i, flipped)] = (mean[0], std[0], _png(pose_map))
-    if cfg.cache_text_embeddings:
+    if texts:
         captions = sorted({data.caption(i) for i in range(len(data))} | {""})
         caches.texts = {}
         for start in tqdm(range(0, len(captions), 32), desc="caching text embeddings"):
@@ -97,13 +97,13 @@ class Batch:
     embeddings: torch.Tensor
 
 
-def make_batch(cfg, data: PoseData, models, caches: Caches, indices: list[int], generator: torch.Generator, device,
+def make_batch(data: PoseData, models, caches: Caches, indices: list[int], generator: torch.Generator, *, device,
                dtype) -> Batch | None:
     """The micro-batch of `indices`; unreadable examples are left out (None when none is left)."""
     picks = []
     for i in indices:  # draws in a fixed order: flip, then dropout
         flip = bool(torch.rand((), generator=generator) < 0.5) and data.can_flip(i)
-        drop = bool(torch.rand((), generator=generator) < cfg.proportion_empty_prompts)
+        drop = bool(torch.rand((), generator=generator) < data.captions.dropout)
         picks.append((i, flip, drop))
     picks = [p for p in picks if not (caches.latents is not None and (p[0], p[1]) not in caches.latents)]
     stats, maps, captions, pixels = [], [], [], []
@@ -119,7 +119,7 @@ def make_batch(cfg, data: PoseData, models, caches: Caches, indices: list[int], 
             image, pose_map = _view(example, flip)
             pixels.append(image)
             maps.append(pose_map)
-        captions.append("" if drop else _caption(cfg, data, i, generator))
+        captions.append("" if drop else _caption(data, i, generator))
     if not maps:
         return None
     if caches.latents is None:
@@ -135,11 +135,11 @@ def make_batch(cfg, data: PoseData, models, caches: Caches, indices: list[int], 
     return Batch(latents.to(device), pose_maps.to(device), embeddings.to(device))
 
 
-def _caption(cfg, data: PoseData, index: int, generator: torch.Generator) -> str:
-    if not cfg.shuffle_tags:
+def _caption(data: PoseData, index: int, generator: torch.Generator) -> str:
+    if not data.captions.shuffle_tags:
         return data.caption(index)
     rng = random.Random(int(torch.randint(0, 2**31, (), generator=generator)))
-    return shuffle_tags(data.caption(index), cfg.keep_tags, rng)
+    return shuffle_tags(data.caption(index), data.captions.keep_tags, rng)
 
 
 def _scale(latents: torch.Tensor, vae_config) -> torch.Tensor:

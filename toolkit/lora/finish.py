@@ -1,20 +1,20 @@
-"""The end of a pose-LoRA run: final validation, the LoRA in both formats, their reload check, the model card and
-the Hub upload."""
+"""The end of a pose-LoRA run: the LoRA in both formats, their reload check, the ControlNet inference needs, and the
+model card."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
 from toolkit.config import to_dict
-from toolkit.hub import CardInfo, build_model_card, push_folder, stage_upload
-from toolkit.lora import validation as V
-from toolkit.lora.outputs import (
-    CONTROLNET_LORA_FILE,
-    KOHYA_FILE,
-    LORA_FILE,
-    check_reload,
-    export_controlnet,
-    save_controlnet,
-    save_lora,
-)
+from toolkit.hub import TOOLKIT, CardInfo
+from toolkit.lora.config import PoseLoraConfig
+from toolkit.lora.models import Models
+from toolkit.lora.outputs import KOHYA_FILE, check_reload, export_controlnet, save_controlnet, save_lora
+from toolkit.lora.validation import Sampling, ValidationSet, generate, make_pipeline
+from toolkit.training.report import RunSummary
 
 USAGE = ["import torch",
          "from diffusers import ControlNetModel, StableDiffusionControlNetPipeline, UniPCMultistepScheduler",
@@ -28,37 +28,54 @@ USAGE = ["import torch",
          '             negative_prompt="bad anatomy, extra limbs, extra fingers", num_inference_steps=20).images[0]']
 
 
-def finish(run, summary) -> None:
-    """Save the LoRA (diffusers + kohya) and a trained ControlNet, and check that both files reload into a
-    pipeline and reproduce the output (main process only)."""
-    cfg, acc = run.cfg, run.accelerator
-    unet = run.models.unet
+@dataclass
+class LoraSummary(RunSummary):
+    """The run's figures plus pose fidelity and the reload check."""
+
+    pose_scores: dict = field(default_factory=dict)
+    reload: dict = field(default_factory=dict)
+    lora_files: list[str] = field(default_factory=list)
+    controlnet: str | None = None  # the ControlNet to sample with: the given one, or the run's own controlnet/
+
+    def output_rows(self) -> list[tuple[str, str]]:
+        """The LoRA files, the grid, the pose scores and the reload check."""
+        return [("LoRA", ", ".join(self.lora_files)), ("ControlNet", str(self.controlnet)), ("samples", self.samples),
+                ("pose fidelity", str(self.pose_scores or "not scored")),
+                ("reload check", "both formats load and reproduce the output" if self.reload else "-")]
+
+
+def finish(cfg: PoseLoraConfig, models: Models, val: ValidationSet, base_images: np.ndarray, out: Path,
+           summary: LoraSummary) -> None:
+    """Save the LoRA (diffusers + kohya) and a trained ControlNet, check that both files reload into a pipeline
+    and reproduce the output, and export the ControlNet inference needs (main process only)."""
+    unet, sampling = models.unet, Sampling.of(cfg)
     unet.eval()
-    pipe = V.make_pipeline(run.models, unet, run.models.controlnet, cfg.validation_scheduler)
-    count = min(2, len(run.val.prompts))
-    trained = V.generate(pipe, run.val, cfg, count)
-    files = save_lora(unet, run.out, cfg.alpha)
+    pipe = make_pipeline(models, cfg.validation_scheduler)
+    count = min(2, len(val.prompts))
+    trained = generate(pipe, val, sampling, count)
+    files = save_lora(unet, out, cfg.adapter.alpha)
     if cfg.train_controlnet == "lora":
-        save_controlnet(cfg, run.models.controlnet, run.out)  # the adapter alone, beside the fused model below
+        save_controlnet(models.controlnet, out, "lora")  # the adapter alone, beside the fused model below
     summary.lora_files = [str(f) for f in files]
-    base = run.base_images[:count]
     unet.unload_lora()  # the bare UNet: each saved file must bring the LoRA back on its own
 
     def without_lora():
         pipe.unload_lora_weights()
         return pipe
 
-    summary.reload = check_reload(without_lora, lambda p: V.generate(p, run.val, cfg, count), trained, base, run.out)
-    acc.print(f"reload check: {summary.reload}")
-    exported = export_controlnet(cfg, run.models.controlnet, run.out)
-    summary.controlnet = str(exported) if exported else cfg.controlnet_model_name_or_path
+    summary.reload = check_reload(without_lora, lambda p: generate(p, val, sampling, count), trained,
+                                  base_images[:count], out)
+    print(f"reload check: {summary.reload}")
+    given = cfg.train_controlnet == "no" and cfg.controlnet_model_name_or_path
+    summary.controlnet = cfg.controlnet_model_name_or_path if given else str(export_controlnet(models.controlnet, out))
 
 
-def card_info(cfg, summary) -> CardInfo:
+def card_info(cfg: PoseLoraConfig, summary: LoraSummary) -> CardInfo:
     """The model card of a pose LoRA: base model, ControlNet, tags, validation grid, pose fidelity, config."""
     lora, base = summary.pose_scores.get("lora") or {}, summary.pose_scores.get("base") or {}
+    adapter = cfg.adapter
     figures = {"steps": summary.start_step + summary.steps_done, "resolution": f"{cfg.resolution} px",
-               "LoRA rank / alpha": f"{cfg.rank} / {cfg.alpha} on {cfg.lora_layers}",
+               "LoRA rank / alpha": f"{adapter.rank} / {adapter.alpha} on {adapter.layers}",
                "final loss (smoothed)": f"{summary.smoothed_loss:.4f}", "mixed precision": summary.mixed_precision}
     for key in ("pck@0.2_torso", "oks_ap", "detection_rate"):
         if key in lora:
@@ -67,10 +84,9 @@ def card_info(cfg, summary) -> CardInfo:
     how = {"no": "frozen", "lora": "also trained with LoRA; fused into `controlnet/`",
            "full": "also trained; saved in `controlnet/`"}[cfg.train_controlnet]
     description = (f"A LoRA for the UNet of `{cfg.pretrained_model_name_or_path}`, trained under the "
-                   f"ControlNet-OpenPose `{source}` ({how}) with "
-                   "[anatomy-toolkit](https://github.com/) `train_pose_lora.py`, so that people follow the given "
-                   "pose without distorted limbs. Validation grid: pose | base model | with this LoRA. "
-                   f"`{KOHYA_FILE}` is the same LoRA for A1111 / ComfyUI.")
+                   f"ControlNet-OpenPose `{source}` ({how}) with {TOOLKIT} `train_pose_lora.py`, so that people "
+                   "follow the given pose without distorted limbs. Validation grid: pose | base model | with this "
+                   f"LoRA. `{KOHYA_FILE}` is the same LoRA for A1111 / ComfyUI.")
     given = cfg.train_controlnet == "no" and cfg.controlnet_model_name_or_path
     controlnet = f'"{cfg.controlnet_model_name_or_path}"' if given else '"{repo_id}", subfolder="controlnet"'
     usage = [line.replace("{controlnet}", controlnet).replace("{base}", cfg.pretrained_model_name_or_path)
@@ -80,15 +96,3 @@ def card_info(cfg, summary) -> CardInfo:
                                                    "text-to-image", "diffusers-training"],
                     grid="samples/final.png", loss_plot="loss.png", config=to_dict(cfg), figures=figures,
                     usage=usage, base_model=cfg.pretrained_model_name_or_path)
-
-
-def publish(cfg, summary) -> str:
-    """Write the card and the upload folder; push it unless this is a dry run. Returns a status line."""
-    files = [LORA_FILE, KOHYA_FILE, CONTROLNET_LORA_FILE, "controlnet", "README.md", "config.yaml", "summary.json",
-             "samples/final.png", "loss.png"]
-    stage = stage_upload(cfg.output_dir, build_model_card(card_info(cfg, summary)), files)
-    if cfg.hub_dry_run:
-        return f"hub dry run: {stage} holds exactly what would be uploaded to {cfg.hub_model_id}"
-    return f"pushed to {push_folder(stage, cfg.hub_model_id, cfg.hub_private_repo)}"
-
-

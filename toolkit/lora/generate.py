@@ -1,4 +1,5 @@
-"""Generation with Stable Diffusion + ControlNet-OpenPose (+ a pose LoRA) from a folder of poses, for `toolkit.sample`.
+"""`python -m toolkit.sample controlnet`: Stable Diffusion + ControlNet-OpenPose (+ a pose LoRA) from a folder of
+poses.
 
 Each OpenPose JSON is fitted to the output size as the trainer fits poses (short side, centre crop), drawn as the
 conditioning map, and described in words for the prompt; images are named like their pose, and the fitted poses are
@@ -7,23 +8,43 @@ written beside them (`poses/`) so that `toolkit.evaluate_poses --poses OUT/poses
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from toolkit.config import ConfigError, option
 from toolkit.errors import UserError
-from toolkit.lora.data import draw_map
 from toolkit.lora.outputs import quiet_diffusers
-from toolkit.lora.validation import ValidationSet, fit_pose
+from toolkit.lora.validation import pose_set
 from toolkit.pose.keypoints import load_pose, save_pose
-from toolkit.prompts import build_prompts, pose_phrase
 from toolkit.prompts.embed import encode_prompts
-from toolkit.sampling import SCHEDULERS, make_grid
+from toolkit.sampling import SCHEDULERS, SampleConfig, make_grid
 
 
-def load_controlnet_pipeline(path: str, controlnet: str, lora: str | None, scheduler: str):
+@dataclass
+class ControlNetSampleConfig(SampleConfig):
+    """Options of `python -m toolkit.sample controlnet`: --pipeline is a Stable Diffusion pipeline."""
+
+    controlnet: str | None = option(None, "a ControlNet-OpenPose folder or Hub id (required)")
+    lora: str | None = option(None, "a LoRA folder or .safetensors file (diffusers or kohya format)")
+    prompt: str = option("a photo of a person", "the prompt; the pose phrase and the preset's positive terms are "
+                                                "appended")
+    negative_prompt: str = option("", "your negative prompt; the preset's terms are appended")
+    preset: list[str] = option(["anatomy"], "structure prompt presets (toolkit.prompts)")
+    guidance_scale: float = option(7.5, "classifier-free guidance scale")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.controlnet:
+            raise ConfigError("controlnet is required: a ControlNet-OpenPose folder or Hub id")
+        if not self.poses:
+            raise ConfigError("--controlnet needs --poses (a folder of OpenPose JSON files)")
+
+
+def load_controlnet_pipeline(path: str, controlnet: str, *, lora: str | None, scheduler: str):
     """StableDiffusionControlNetPipeline from local folders or Hub ids (fp16 on CUDA), with a LoRA and a solver."""
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
@@ -48,27 +69,15 @@ def load_controlnet_pipeline(path: str, controlnet: str, lora: str | None, sched
     return pipe.to("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def read_pose_set(folder: str, resolution: int, limit: int, prompt: str, negative: str, presets: list[str],
-                  tokenizer) -> ValidationSet:
-    """The poses of `folder` (OpenPose JSON), fitted, drawn and turned into prompts."""
-    files = sorted(Path(folder).glob("*.json"))[:limit] if Path(folder).is_dir() else []
-    if not files:
-        raise UserError(f"poses: no OpenPose JSON files in {folder}")
-    poses = [fit_pose(load_pose(f), resolution) for f in files]
-    maps = np.stack([draw_map(p) for p in poses])
-    pairs = [build_prompts(prompt, negative, presets, pose_phrase([p.body for p in pose.people]), tokenizer)
-             for pose in poses]
-    return ValidationSet([f.stem for f in files], maps, poses, [p.positive for p in pairs], pairs[0].negative)
-
-
-def sample_controlnet(cfg) -> str:
+def sample_controlnet(cfg: ControlNetSampleConfig) -> str:
     """Generate one image per pose; returns a status line."""
-    if not cfg.poses:
-        raise UserError("--controlnet needs --poses (a folder of OpenPose JSON files)")
-    pipe = load_controlnet_pipeline(cfg.pipeline, cfg.controlnet, cfg.lora, cfg.scheduler)
+    pipe = load_controlnet_pipeline(cfg.pipeline, cfg.controlnet, lora=cfg.lora, scheduler=cfg.scheduler)
     resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    poses = read_pose_set(cfg.poses, resolution, cfg.num_images, cfg.prompt, cfg.negative_prompt, cfg.preset,
-                          pipe.tokenizer)
+    files = sorted(Path(cfg.poses).glob("*.json"))[: cfg.num_images] if Path(cfg.poses).is_dir() else []
+    if not files:
+        raise UserError(f"poses: no OpenPose JSON files in {cfg.poses}")
+    poses = pose_set([(f.stem, load_pose(f)) for f in files], resolution, prompt=cfg.prompt, presets=cfg.preset,
+                     tokenizer=pipe.tokenizer, negative=cfg.negative_prompt)
     lora_dir = Path(cfg.lora).parent if cfg.lora and Path(cfg.lora).is_file() else cfg.lora
     out = Path(cfg.output_dir or Path(lora_dir or cfg.pipeline) / "generated")
     (out / "poses").mkdir(parents=True, exist_ok=True)

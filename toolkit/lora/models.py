@@ -13,7 +13,8 @@ import torch
 from peft import LoraConfig
 
 from toolkit.errors import UserError
-from toolkit.lora.config import LORA_LAYERS, PoseLoraConfig
+from toolkit.lora.config import LORA_LAYERS, AdapterSpec, PoseLoraConfig
+from toolkit.training.runs import enable_xformers
 
 
 @dataclass
@@ -32,10 +33,10 @@ class Models:
         return 2 ** (len(self.vae.config.block_out_channels) - 1)
 
 
-def _load(cls, path: str, subfolder: str | None, cfg: PoseLoraConfig, **kwargs):
-    """`cls.from_pretrained` with the revision and variant; a missing folder or file is a one-line error."""
+def _load(cls, path: str, subfolder: str | None, *, revision: str | None, **kwargs):
+    """`cls.from_pretrained` with a revision (and variant); a missing folder or file is a one-line error."""
     try:
-        return cls.from_pretrained(path, subfolder=subfolder, revision=cfg.revision, **kwargs)
+        return cls.from_pretrained(path, subfolder=subfolder, revision=revision, **kwargs)
     except (OSError, ValueError) as e:
         where = f"{path}/{subfolder}" if subfolder else path
         raise UserError(f"could not load {cls.__name__} from {where}: {str(e).splitlines()[0]}") from None
@@ -55,19 +56,20 @@ def load_models(cfg: PoseLoraConfig) -> Models:
     from diffusers import AutoencoderKL, ControlNetModel, DDPMScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer
 
-    path, variant = cfg.pretrained_model_name_or_path, {"variant": cfg.variant} if cfg.variant else {}
-    tokenizer = _load(CLIPTokenizer, path, "tokenizer", cfg)
+    path, revision = cfg.pretrained_model_name_or_path, cfg.revision
+    variant = {"variant": cfg.variant} if cfg.variant else {}
+    tokenizer = _load(CLIPTokenizer, path, "tokenizer", revision=revision)
     if tokenizer.model_max_length > 1_000_000:  # saved without its config: CLIP's window is 77
         tokenizer.model_max_length = 77
-    noise_scheduler = _load(DDPMScheduler, path, "scheduler", cfg)
+    noise_scheduler = _load(DDPMScheduler, path, "scheduler", revision=revision)
     if cfg.prediction_type:
         noise_scheduler.register_to_config(prediction_type=cfg.prediction_type)
-    text_encoder = _load(CLIPTextModel, path, "text_encoder", cfg, **variant)
-    vae = _load(AutoencoderKL, path, "vae", cfg, **variant)
-    unet = _load(UNet2DConditionModel, path, "unet", cfg, **variant)
+    text_encoder = _load(CLIPTextModel, path, "text_encoder", revision=revision, **variant)
+    vae = _load(AutoencoderKL, path, "vae", revision=revision, **variant)
+    unet = _load(UNet2DConditionModel, path, "unet", revision=revision, **variant)
     vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
     if cfg.controlnet_model_name_or_path:
-        controlnet = _load(ControlNetModel, cfg.controlnet_model_name_or_path, None, cfg)
+        controlnet = _load(ControlNetModel, cfg.controlnet_model_name_or_path, None, revision=None)
     else:
         controlnet = controlnet_from_unet(unet, vae_factor)
     for module in (text_encoder, vae, unet, controlnet):
@@ -76,66 +78,44 @@ def load_models(cfg: PoseLoraConfig) -> Models:
     return Models(tokenizer, text_encoder, vae, unet, controlnet, noise_scheduler)
 
 
-def lora_config(cfg: PoseLoraConfig) -> LoraConfig:
-    """The peft LoRA configuration of --rank, --lora_alpha, --lora_dropout and --lora_layers."""
-    return LoraConfig(r=cfg.rank, lora_alpha=cfg.alpha, lora_dropout=cfg.lora_dropout, init_lora_weights="gaussian",
-                      target_modules=LORA_LAYERS[cfg.lora_layers])
+def lora_config(spec: AdapterSpec) -> LoraConfig:
+    """The peft LoRA configuration of an adapter's rank, alpha, dropout and layers."""
+    return LoraConfig(r=spec.rank, lora_alpha=spec.alpha, lora_dropout=spec.dropout, init_lora_weights="gaussian",
+                      target_modules=LORA_LAYERS[spec.layers])
 
 
-def add_adapters(cfg: PoseLoraConfig, models: Models) -> list[torch.nn.Parameter]:
-    """Put LoRA on the UNet (and on or into the ControlNet per --train_controlnet); returns the trainable params."""
-    models.unet.add_adapter(lora_config(cfg))
-    if cfg.train_controlnet == "lora":
-        models.controlnet.add_adapter(lora_config(cfg))
-    elif cfg.train_controlnet == "full":
+def add_adapters(models: Models, spec: AdapterSpec, *, train_controlnet: str) -> list[torch.nn.Parameter]:
+    """Put LoRA on the UNet (and on or into the ControlNet per `train_controlnet`); returns the trainable params."""
+    models.unet.add_adapter(lora_config(spec))
+    if train_controlnet == "lora":
+        models.controlnet.add_adapter(lora_config(spec))
+    elif train_controlnet == "full":
         models.controlnet.requires_grad_(True)
         models.controlnet.train()
     models.unet.train()  # LoRA dropout on; the frozen base has no dropout
     return [p for m in (models.unet, models.controlnet) for p in m.parameters() if p.requires_grad]
 
 
-def place(models: Models, cfg: PoseLoraConfig, device: torch.device, weight_dtype: torch.dtype) -> None:
-    """Move to the device: frozen weights in `weight_dtype`, trainable ones back to fp32."""
+def place(models: Models, device: torch.device, weight_dtype: torch.dtype, *, full_controlnet: bool) -> None:
+    """Move to the device: frozen weights in `weight_dtype`, trainable ones (LoRA, a fully trained ControlNet)
+    back to fp32."""
     from diffusers.training_utils import cast_training_params
 
     for module in (models.text_encoder, models.vae, models.unet, models.controlnet):
         module.to(device)
         if weight_dtype != torch.float32:
             module.to(dtype=weight_dtype)
-    if cfg.train_controlnet == "full":
+    if full_controlnet:
         models.controlnet.to(dtype=torch.float32)
     if weight_dtype != torch.float32:
         cast_training_params([models.unet, models.controlnet], dtype=torch.float32)
 
 
-def enable_speedups(cfg: PoseLoraConfig, models: Models, device: torch.device, say) -> None:
+def enable_speedups(models: Models, device: torch.device, say, *, gradient_checkpointing: bool,
+                    xformers: bool) -> None:
     """Gradient checkpointing and the attention backend (SDPA by default, xformers when asked and available)."""
-    if cfg.gradient_checkpointing:
+    if gradient_checkpointing:
         models.unet.enable_gradient_checkpointing()
         models.controlnet.enable_gradient_checkpointing()
-    if cfg.enable_xformers_memory_efficient_attention:
-        from diffusers.utils.import_utils import is_xformers_available
-
-        if device.type == "cuda" and is_xformers_available():
-            models.unet.enable_xformers_memory_efficient_attention()
-            models.controlnet.enable_xformers_memory_efficient_attention()
-        else:
-            say("xformers needs CUDA and `pip install xformers`: using PyTorch SDPA attention instead")
-    if cfg.allow_tf32 and device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-
-
-def make_optimizer(cfg: PoseLoraConfig, params: list[torch.nn.Parameter], device: torch.device, say):
-    """AdamW, or bitsandbytes' 8-bit AdamW when asked and possible."""
-    if cfg.use_8bit_adam:
-        try:
-            import bitsandbytes as bnb
-
-            if device.type != "cuda":
-                raise ImportError("needs CUDA")
-            return bnb.optim.AdamW8bit(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                       weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
-        except ImportError as e:
-            say(f"--use_8bit_adam: bitsandbytes unavailable ({e}); using torch AdamW")
-    return torch.optim.AdamW(params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                             weight_decay=cfg.adam_weight_decay, eps=cfg.adam_epsilon)
+    if xformers:
+        enable_xformers([models.unet, models.controlnet], device, say)

@@ -64,22 +64,32 @@ def save_lora(unet, folder: str | Path, alpha: int) -> tuple[Path, Path]:
     return folder / LORA_FILE, folder / KOHYA_FILE
 
 
-def save_controlnet(cfg, controlnet, folder: Path) -> None:
-    """A trained ControlNet: its LoRA as safetensors, or the full model as a diffusers folder."""
-    if cfg.train_controlnet == "lora":
+def save_controlnet(controlnet, folder: Path, mode: str) -> None:
+    """A trained ControlNet (`mode` lora or full): its LoRA as safetensors, or the full model as a diffusers folder."""
+    if mode == "lora":
         from peft.utils import get_peft_model_state_dict
 
         state = {k: v.detach().float().cpu().contiguous() for k, v in get_peft_model_state_dict(controlnet).items()}
         save_file(state, folder / CONTROLNET_LORA_FILE)
-    elif cfg.train_controlnet == "full":
+    elif mode == "full":
         controlnet.save_pretrained(folder / "controlnet")
 
 
-def export_controlnet(cfg, controlnet, folder: Path) -> Path | None:
-    """The ControlNet inference needs, when it is not the given one unchanged (trained, or initialised from the
-    UNet): LoRA fused in, fp32, as `folder/controlnet`. It changes `controlnet` in place, so it runs last."""
-    if cfg.train_controlnet == "no" and cfg.controlnet_model_name_or_path:
-        return None
+def load_controlnet(controlnet, folder: Path, mode: str) -> None:
+    """Load what save_controlnet wrote into `controlnet`."""
+    if mode == "lora":
+        from peft.utils import set_peft_model_state_dict
+
+        set_peft_model_state_dict(controlnet, load_file(folder / CONTROLNET_LORA_FILE))
+    elif mode == "full":
+        from diffusers import ControlNetModel
+
+        controlnet.load_state_dict(ControlNetModel.from_pretrained(folder / "controlnet").state_dict())
+
+
+def export_controlnet(controlnet, folder: Path) -> Path:
+    """The ControlNet as inference needs it, LoRA fused in, fp32, as `folder/controlnet`. It changes `controlnet`
+    in place, so it runs last."""
     if getattr(controlnet, "peft_config", None):
         controlnet.fuse_lora()
         controlnet.unload_lora()
@@ -91,43 +101,24 @@ def export_controlnet(cfg, controlnet, folder: Path) -> Path | None:
     return out
 
 
-def load_controlnet(cfg, controlnet, folder: Path) -> None:
-    """Load what save_controlnet wrote into `controlnet`."""
-    if cfg.train_controlnet == "lora":
-        from peft.utils import set_peft_model_state_dict
-
-        set_peft_model_state_dict(controlnet, load_file(folder / CONTROLNET_LORA_FILE))
-    elif cfg.train_controlnet == "full":
-        from diffusers import ControlNetModel
-
-        controlnet.load_state_dict(ControlNetModel.from_pretrained(folder / "controlnet").state_dict())
+def save_adapters(models, folder: Path, *, alpha: int, controlnet_mode: str) -> None:
+    """A checkpoint's model part: the UNet's LoRA (both formats) and what the ControlNet trains, if anything."""
+    save_lora(models.unet, folder, alpha)
+    save_controlnet(models.controlnet, folder, controlnet_mode)
 
 
-def register_hooks(accelerator, cfg, models) -> None:
-    """Checkpoints hold the adapters (and a trained ControlNet) as safetensors, not the frozen base weights."""
+def load_adapters(models, folder: Path, *, controlnet_mode: str) -> None:
+    """Load what `save_adapters` wrote; LoRA keys that the UNet does not have are an error naming the folder."""
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_unet_state_dict_to_peft
     from peft.utils import set_peft_model_state_dict
 
-    def save_hook(prepared, weights, output_dir):
-        if accelerator.is_main_process:
-            save_lora(models.unet, output_dir, cfg.alpha)
-            save_controlnet(cfg, models.controlnet, Path(output_dir))
-        while weights:  # Accelerate must not pickle the whole (mostly frozen) models
-            weights.pop()
-
-    def load_hook(prepared, input_dir):
-        state, _ = StableDiffusionPipeline.lora_state_dict(input_dir, weight_name=LORA_FILE)
-        unet_state = {k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")}
-        result = set_peft_model_state_dict(models.unet, convert_unet_state_dict_to_peft(unet_state), "default")
-        if result is not None and getattr(result, "unexpected_keys", None):
-            raise UserError(f"{input_dir}: LoRA keys that this UNet does not have: {result.unexpected_keys[:3]}")
-        load_controlnet(cfg, models.controlnet, Path(input_dir))
-        while prepared:
-            prepared.pop()
-
-    accelerator.register_save_state_pre_hook(save_hook)
-    accelerator.register_load_state_pre_hook(load_hook)
+    state, _ = StableDiffusionPipeline.lora_state_dict(folder, weight_name=LORA_FILE)
+    unet_state = {k.removeprefix("unet."): v for k, v in state.items() if k.startswith("unet.")}
+    result = set_peft_model_state_dict(models.unet, convert_unet_state_dict_to_peft(unet_state), "default")
+    if result is not None and getattr(result, "unexpected_keys", None):
+        raise UserError(f"{folder}: LoRA keys that this UNet does not have: {result.unexpected_keys[:3]}")
+    load_controlnet(models.controlnet, folder, controlnet_mode)
 
 
 def check_reload(make_pipeline, generate, trained: torch.Tensor, base: torch.Tensor, folder: Path) -> dict:

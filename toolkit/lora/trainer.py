@@ -1,37 +1,45 @@
-"""The pose-LoRA training loop: cached latents and captions -> noise -> frozen ControlNet residuals -> UNet with LoRA
--> (pose-weighted) loss -> AdamW on the adapters, with validation, atomic checkpoints and exact resume.
+"""The pose-LoRA trainer, for the shared loop: cached latents and captions -> noise -> frozen ControlNet residuals ->
+UNet with LoRA -> (pose-weighted) loss; AdamW on the adapters only.
 
-Every random draw of optimiser step k (batch order, flips, caption dropout, latent sample, noise, timesteps, LoRA
-dropout) is seeded from (seed, k), so a resumed run continues exactly as the uninterrupted one would have.
+It supplies the models with their adapters, the example indices of each step, the loss, validation with pose
+scores, and the LoRA files with their reload check. Everything else is `toolkit.training.loop`'s.
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import time
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from diffusers.optimization import get_scheduler
-from tqdm.auto import tqdm
 
-from toolkit.config import save_yaml
 from toolkit.data.dataset import batch_indices
-from toolkit.ddpm.outputs import RunSummary, init_trackers, log_images, write_summary
-from toolkit.errors import UserError
-from toolkit.lora import validation as V
-from toolkit.lora.batches import Caches, build_caches, make_batch
+from toolkit.hub import CardInfo
+from toolkit.lora.batches import build_caches, make_batch
 from toolkit.lora.config import PoseLoraConfig
-from toolkit.lora.data import PoseData, open_data
-from toolkit.lora.finish import finish
-from toolkit.lora.models import Models, add_adapters, enable_speedups, load_models, make_optimizer, place
-from toolkit.lora.outputs import register_hooks, save_lora
-from toolkit.training.checkpoints import save_checkpoint
+from toolkit.lora.data import open_data
+from toolkit.lora.finish import LoraSummary, card_info, finish
+from toolkit.lora.models import add_adapters, enable_speedups, load_models, place
+from toolkit.lora.outputs import (
+    CONTROLNET_LORA_FILE,
+    KOHYA_FILE,
+    LORA_FILE,
+    load_adapters,
+    save_adapters,
+    save_lora,
+)
+from toolkit.lora.validation import (
+    Sampling,
+    generate,
+    make_detector,
+    make_pipeline,
+    pose_scores,
+    validation_grid,
+    validation_set,
+)
+from toolkit.training.loop import Phase, StepBatch, Trainer
 from toolkit.training.losses import (
     pose_pixel_weights,
     sample_noise,
@@ -39,214 +47,147 @@ from toolkit.training.losses import (
     training_target,
     weighted_mse,
 )
-from toolkit.training.runs import make_accelerator, maybe_resume
-
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-@dataclass
-class LoraRun:
-    """Everything the loop touches, built once."""
-
-    cfg: PoseLoraConfig
-    accelerator: Accelerator
-    models: Models
-    unet: torch.nn.Module  # the prepared (possibly wrapped) UNet; models.unet is the bare one
-    controlnet: torch.nn.Module
-    params: list[torch.nn.Parameter]
-    optimizer: torch.optim.Optimizer
-    lr_scheduler: object
-    data: PoseData
-    caches: Caches
-    val: V.ValidationSet
-    out: Path
-    weight_dtype: torch.dtype
-    detector: object = None
-    base_images: np.ndarray | None = None  # the base model's validation images: the same every time
-    scores: dict = field(default_factory=dict)  # the latest validation's pose scores (lora and base)
-    best_pck: float = -1.0
+from toolkit.training.precision import weight_dtype
+from toolkit.training.report import RunSummary, log_images
+from toolkit.training.runs import make_lr_scheduler, make_optimizer, total_steps
 
 
-def build_run(cfg: PoseLoraConfig) -> tuple[LoraRun, str]:
-    """Models with adapters, data and caches, optimiser and schedule, prepared by Accelerate with checkpoint hooks."""
-    out = Path(cfg.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    accelerator, reason = make_accelerator(cfg, out)
-    set_seed(cfg.seed)  # the LoRA initialisation (and a ControlNet made from the UNet): the same on resume
-    if not cfg.controlnet_model_name_or_path and cfg.train_controlnet == "no":
-        accelerator.print("no --controlnet_model_name_or_path: a ControlNet made from the UNet adds nothing until it "
-                          "is trained (its zero convolutions output 0); pass --train_controlnet lora or full")
-    models = load_models(cfg)
-    params = add_adapters(cfg, models)
-    weight_dtype = DTYPES.get(accelerator.mixed_precision, torch.float32)
-    place(models, cfg, accelerator.device, weight_dtype)
-    enable_speedups(cfg, models, accelerator.device, accelerator.print)
-    optimizer = make_optimizer(cfg, params, accelerator.device, accelerator.print)
-    world = accelerator.num_processes  # a prepared scheduler steps once per process per call
-    lr_scheduler = get_scheduler(cfg.lr_scheduler, optimizer, num_warmup_steps=cfg.lr_warmup_steps * world,
-                                 num_training_steps=cfg.max_train_steps * world)
-    unet, optimizer, lr_scheduler = accelerator.prepare(models.unet, optimizer, lr_scheduler)
-    controlnet = accelerator.prepare(models.controlnet) if cfg.train_controlnet != "no" else models.controlnet
-    for module in (models.unet, models.controlnet):  # drop Accelerate's fp32-output wrapper: micro_loss autocasts
-        accelerator.unwrap_model(module, keep_fp32_wrapper=False)  # itself, and pipelines need same-dtype residuals
-    register_hooks(accelerator, cfg, models)
-    data = open_data(cfg)
-    caches = build_caches(cfg, data, models, accelerator.device, weight_dtype)
-    val = V.validation_set(cfg, data, models.tokenizer)
-    run = LoraRun(cfg, accelerator, models, unet, controlnet, params, optimizer, lr_scheduler, data, caches, val, out,
-                  weight_dtype)
-    if cfg.score_poses and accelerator.is_main_process:
-        run.detector = V.make_detector(accelerator.print)
-    return run, reason
+class PoseLoraTrainer(Trainer):
+    """Trains a LoRA on the SD UNet (and optionally the ControlNet) per a PoseLoraConfig."""
 
+    name = "train_pose_lora"
+    summary_class = LoraSummary
+    upload_files = [LORA_FILE, KOHYA_FILE, CONTROLNET_LORA_FILE, "controlnet"]
 
-def micro_loss(run: LoraRun, indices: list[int], generator: torch.Generator) -> torch.Tensor | None:
-    """The (pose-weighted) diffusion loss of one micro-batch; None when none of its examples could be read."""
-    cfg, sched, device, dtype = run.cfg, run.models.noise_scheduler, run.accelerator.device, run.weight_dtype
-    batch = make_batch(cfg, run.data, run.models, run.caches, indices, generator, device, dtype)
-    if batch is None:
-        return None
-    latents = batch.latents  # (B, 4, h, w), scaled
-    noise = sample_noise(latents.shape, cfg.noise_offset, generator, device)
-    timesteps = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=generator)
-    timesteps = timesteps.to(device)
-    noisy = sched.add_noise(latents, noise, timesteps).to(dtype)
-    text, maps = batch.embeddings.to(dtype), batch.pose_maps.to(dtype)
-    with run.accelerator.autocast():
-        down, mid = run.controlnet(noisy, timesteps, encoder_hidden_states=text, controlnet_cond=maps,
-                                   return_dict=False)
-        pred = run.unet(noisy, timesteps, encoder_hidden_states=text,
-                        down_block_additional_residuals=[d.to(dtype) for d in down],
-                        mid_block_additional_residual=mid.to(dtype)).sample  # (B, 4, h, w)
-    target = training_target(sched, latents, noise, timesteps)
-    pixel_weights = None
-    if cfg.pose_loss_weight:  # the limb mask of the pose map, pooled to latent resolution
-        pixel_weights = pose_pixel_weights(batch.pose_maps * 2 - 1, latents.shape[-2:], cfg.pose_loss_weight)
-    return weighted_mse(pred, target, snr_weights(sched, timesteps, cfg.snr_gamma), pixel_weights)
+    def __init__(self, cfg: PoseLoraConfig, accelerator: Accelerator) -> None:
+        super().__init__(cfg, accelerator)
+        self.weight_dtype = weight_dtype(accelerator.mixed_precision)
+        self._build_models()
+        self.data = open_data(cfg)
+        self.data_name = cfg.train_data_dir or cfg.dataset_name
+        self.total_steps = total_steps(cfg, len(self.data), accelerator.num_processes)
+        self.phases = [self._phase()]
+        self.caches = build_caches(self.data, self.models, latents=cfg.cache_latents, texts=cfg.cache_text_embeddings,
+                                   device=accelerator.device, dtype=self.weight_dtype)
+        self.val = validation_set(cfg, self.data, self.models.tokenizer)
+        self.detector = make_detector(accelerator.print) if cfg.score_poses and accelerator.is_main_process else None
+        self.base_images: np.ndarray | None = None  # the base model's validation images: the same every time
+        self.scores: dict = {}  # the latest validation's pose scores (lora and base)
+        self.best_pck = -1.0
 
+    def _build_models(self) -> None:
+        """SD's components and the ControlNet, frozen in the low-precision dtype, with fp32 adapters."""
+        cfg, acc = self.cfg, self.accelerator
+        set_seed(cfg.seed)  # the LoRA initialisation (and a ControlNet made from the UNet): the same on resume
+        if not cfg.controlnet_model_name_or_path and cfg.train_controlnet == "no":
+            acc.print("no --controlnet_model_name_or_path: a ControlNet made from the UNet adds nothing until it is "
+                      "trained (its zero convolutions output 0); pass --train_controlnet lora or full")
+        self.models = load_models(cfg)
+        self.params = add_adapters(self.models, cfg.adapter, train_controlnet=cfg.train_controlnet)
+        place(self.models, acc.device, self.weight_dtype, full_controlnet=cfg.train_controlnet == "full")
+        enable_speedups(self.models, acc.device, acc.print, gradient_checkpointing=cfg.gradient_checkpointing,
+                        xformers=cfg.enable_xformers_memory_efficient_attention)
+        acc.print(f"trainable parameters: {sum(p.numel() for p in self.params):,}")
 
-def train_step(run: LoraRun, step: int) -> tuple[float, float]:
-    """One optimiser step over the accumulated micro-batches; returns (loss, grad norm)."""
-    cfg, acc = run.cfg, run.accelerator
-    seed = (cfg.seed * 1_000_003 + step) * acc.num_processes + acc.process_index
-    torch.manual_seed(seed)  # LoRA dropout draws from the global generator
-    generator = torch.Generator().manual_seed(seed)
-    total, accum = 0.0, cfg.gradient_accumulation_steps
-    for micro in range(accum):
-        number = (step * accum + micro) * acc.num_processes + acc.process_index
-        indices = batch_indices(len(run.data), cfg.train_batch_size, cfg.seed, number)
-        with contextlib.nullcontext() if micro == accum - 1 else acc.no_sync(run.unet):
-            loss = micro_loss(run, indices, generator)
-            if loss is None:
-                continue
-            acc.backward(loss / accum)
-        total += loss.item() / accum
-    if not math.isfinite(total):
-        raise UserError(f"loss became {total} at step {step + 1}: try a lower --learning_rate or "
-                        "--mixed_precision no; the last checkpoint is kept")
-    grad_norm = acc.clip_grad_norm_(run.params, cfg.max_grad_norm)
-    run.optimizer.step()
-    run.lr_scheduler.step()
-    run.optimizer.zero_grad(set_to_none=True)
-    return total, float(grad_norm)
+    def _phase(self) -> Phase:
+        """AdamW on the adapters with its schedule, prepared by Accelerate with the UNet (and a trained ControlNet)."""
+        cfg, acc, models = self.cfg, self.accelerator, self.models
+        optimizer = make_optimizer(self.params, cfg.adamw, eight_bit=cfg.use_8bit_adam, device=acc.device,
+                                   say=acc.print)
+        lr_scheduler = make_lr_scheduler(cfg, optimizer, self.total_steps, acc.num_processes)
+        self.unet, optimizer, lr_scheduler = acc.prepare(models.unet, optimizer, lr_scheduler)
+        self.controlnet = acc.prepare(models.controlnet) if cfg.train_controlnet != "no" else models.controlnet
+        for module in (models.unet, models.controlnet):  # drop Accelerate's fp32-output wrapper: `loss` autocasts
+            acc.unwrap_model(module, keep_fp32_wrapper=False)  # itself, and pipelines need same-dtype residuals
+        synced = [self.unet] + ([self.controlnet] if cfg.train_controlnet != "no" else [])
+        return Phase("lora", synced, self.params, optimizer, lr_scheduler)
 
+    def batches(self, start_step: int) -> Iterator[StepBatch]:
+        """The example indices of each micro-batch: this process's share of a seeded per-epoch permutation."""
+        cfg, acc = self.cfg, self.accelerator
+        accum, world = cfg.gradient_accumulation_steps, acc.num_processes
+        for step in range(start_step, self.total_steps):
+            numbers = [(step * accum + micro) * world + acc.process_index for micro in range(accum)]
+            yield StepBatch([batch_indices(len(self.data), cfg.train_batch_size, cfg.seed, n) for n in numbers],
+                            cfg.train_batch_size * accum * world)
 
-def _adapters(run: LoraRun, enabled: bool) -> None:
-    """Switch the LoRA adapters (UNet, and ControlNet when it carries some) on or off."""
-    for model in (run.models.unet, run.models.controlnet):
-        if getattr(model, "peft_config", None):
-            model.enable_adapters() if enabled else model.disable_adapters()
+    def loss(self, phase: Phase, micro_batch: list[int], generator: torch.Generator) -> torch.Tensor | None:
+        """The (pose-weighted) diffusion loss of the examples `micro_batch`; None when none could be read."""
+        cfg, sched, device, dtype = self.cfg, self.models.noise_scheduler, self.accelerator.device, self.weight_dtype
+        batch = make_batch(self.data, self.models, self.caches, micro_batch, generator, device=device, dtype=dtype)
+        if batch is None:
+            return None
+        latents = batch.latents  # (B, 4, h, w), scaled
+        noise = sample_noise(latents.shape, cfg.noise_offset, generator, device)
+        timesteps = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=generator)
+        timesteps = timesteps.to(device)
+        noisy = sched.add_noise(latents, noise, timesteps).to(dtype)
+        text, maps = batch.embeddings.to(dtype), batch.pose_maps.to(dtype)
+        with self.accelerator.autocast():
+            down, mid = self.controlnet(noisy, timesteps, encoder_hidden_states=text, controlnet_cond=maps,
+                                        return_dict=False)
+            pred = self.unet(noisy, timesteps, encoder_hidden_states=text,
+                             down_block_additional_residuals=[d.to(dtype) for d in down],
+                             mid_block_additional_residual=mid.to(dtype)).sample  # (B, 4, h, w)
+        target = training_target(sched, latents, noise, timesteps)
+        pixel_weights = None
+        if cfg.pose_loss_weight:  # the limb mask of the pose map, pooled to latent resolution
+            pixel_weights = pose_pixel_weights(batch.pose_maps * 2 - 1, latents.shape[-2:], cfg.pose_loss_weight)
+        return weighted_mse(pred, target, snr_weights(sched, timesteps, cfg.snr_gamma), pixel_weights)
 
+    def _adapters(self, enabled: bool) -> None:
+        """Switch the LoRA adapters (UNet, and ControlNet when it carries some) on or off."""
+        for model in (self.models.unet, self.models.controlnet):
+            if getattr(model, "peft_config", None):
+                model.enable_adapters() if enabled else model.disable_adapters()
 
-def validate(run: LoraRun, step: int, name: str | None = None) -> Path:
-    """Generate base and LoRA images for the validation triples, save the grid, log it and the pose scores."""
-    cfg, acc = run.cfg, run.accelerator
-    pipe = V.make_pipeline(run.models, run.models.unet, run.models.controlnet, cfg.validation_scheduler)
-    run.models.unet.eval()
-    lora = V.generate(pipe, run.val, cfg)
-    if run.base_images is None:
-        _adapters(run, False)
-        run.base_images = V.generate(pipe, run.val, cfg)
-        _adapters(run, True)
-        if run.detector is not None:
-            run.scores["base"] = V.pose_scores(run.base_images, run.val.poses, run.detector)
-    run.models.unet.train()
-    path = run.out / "samples" / f"{name or f'step_{step:06d}'}.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid = V.validation_grid(run.val, run.base_images, lora)
-    grid.save(path)
-    log_images(acc, np.asarray(grid)[None], step)
-    if run.detector is not None:
-        run.scores["lora"] = scores = V.pose_scores(lora, run.val.poses, run.detector)
-        acc.log({f"pose/{k}": v for k, v in scores.items() if v is not None}, step=step)
-        acc.print(f"step {step}: pose fidelity with LoRA {scores} (base {run.scores['base']})")
-        pck = scores["pck@0.2_torso"] or 0.0
-        if cfg.keep_best_pose_checkpoint and pck > run.best_pck:
-            run.best_pck = pck
-            save_lora(run.models.unet, run.out / "lora_best", cfg.alpha)
-    return path
+    def validate(self, step: int, name: str | None = None) -> Path:
+        """Base and LoRA images for the validation triples: the grid saved and logged, and their pose scores."""
+        cfg, acc, sampling = self.cfg, self.accelerator, Sampling.of(self.cfg)
+        pipe = make_pipeline(self.models, cfg.validation_scheduler)
+        self.models.unet.eval()
+        lora = generate(pipe, self.val, sampling)
+        if self.base_images is None:
+            self._adapters(False)
+            self.base_images = generate(pipe, self.val, sampling)
+            self._adapters(True)
+            if self.detector is not None:
+                self.scores["base"] = pose_scores(self.base_images, self.val.poses, self.detector)
+        self.models.unet.train()
+        path = self.out / "samples" / f"{name or f'step_{step:06d}'}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        grid = validation_grid(self.val, self.base_images, lora)
+        grid.save(path)
+        log_images(acc, np.asarray(grid)[None], step)
+        if self.detector is not None:
+            self.scores["lora"] = scores = pose_scores(lora, self.val.poses, self.detector)
+            acc.log({f"pose/{k}": v for k, v in scores.items() if v is not None}, step=step)
+            acc.print(f"step {step}: pose fidelity with LoRA {scores} (base {self.scores['base']})")
+            pck = scores["pck@0.2_torso"] or 0.0
+            if cfg.keep_best_pose_checkpoint and pck > self.best_pck:
+                self.best_pck = pck
+                save_lora(self.models.unet, self.out / "lora_best", cfg.adapter.alpha)
+        return path
 
+    def save_weights(self, folder: Path) -> None:
+        save_adapters(self.models, folder, alpha=self.cfg.adapter.alpha, controlnet_mode=self.cfg.train_controlnet)
 
-@dataclass
-class LoraSummary(RunSummary):
-    """The run's figures plus pose fidelity and the reload check."""
+    def load_weights(self, folder: Path) -> None:
+        load_adapters(self.models, folder, controlnet_mode=self.cfg.train_controlnet)
 
-    pose_scores: dict = field(default_factory=dict)
-    reload: dict = field(default_factory=dict)
-    lora_files: list[str] = field(default_factory=list)
-    controlnet: str | None = None  # the ControlNet to sample with: the given one, or the run's own controlnet/
+    def save(self, summary: RunSummary) -> None:
+        """Both LoRA files, checked by reloading them, and the ControlNet inference needs."""
+        summary.pose_scores = dict(self.scores)
+        finish(self.cfg, self.models, self.val, self.base_images, self.out, summary)
 
-    def output_rows(self) -> list[tuple[str, str]]:
-        """The LoRA files, the grid, the pose scores and the reload check."""
-        return [("LoRA", ", ".join(self.lora_files)), ("ControlNet", str(self.controlnet)), ("samples", self.samples),
-                ("pose fidelity", str(self.pose_scores or "not scored")),
-                ("reload check", "both formats load and reproduce the output" if self.reload else "-")]
+    def model_card(self, summary: RunSummary) -> CardInfo:
+        return card_info(self.cfg, summary)
 
+    def state(self) -> dict:
+        return {"best_pck": self.best_pck}
 
-def train(cfg: PoseLoraConfig) -> LoraSummary:
-    """Train the LoRA per `cfg`, save it in both formats, check that they reload; returns the summary."""
-    run, reason = build_run(cfg)
-    acc = run.accelerator
-    acc.print(f"mixed precision: {acc.mixed_precision} ({reason}); trainable parameters: "
-              f"{sum(p.numel() for p in run.params):,}")
-    save_yaml(cfg, run.out / "config.yaml")
-    init_trackers(acc, cfg)
-    try:
-        step, resumed_from, state = maybe_resume(acc, run.out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
-        summary = LoraSummary(output_dir=str(run.out), total_steps=cfg.max_train_steps, start_step=step,
-                              data=cfg.train_data_dir or cfg.dataset_name, resumed_from=resumed_from,
-                              loss_history=list(state.get("loss_history", [])),
-                              mixed_precision=f"{acc.mixed_precision} ({reason})")
-        run.best_pck = float(state.get("best_pck", -1.0))
-        _loop(run, step, summary)
-        if acc.is_main_process:
-            summary.samples = str(validate(run, cfg.max_train_steps, name="final"))
-            summary.pose_scores = dict(run.scores)
-            finish(run, summary)
-    finally:
-        acc.end_training()
-    summary.skipped_files = sorted(set(run.data.skipped))
-    if acc.is_main_process:  # one writer: only the main process validated and saved
-        write_summary(summary, run.out)
-    return summary
+    def load_state(self, state: dict) -> None:
+        self.best_pck = float(state.get("best_pck", -1.0))
 
-
-def _loop(run: LoraRun, step: int, summary: LoraSummary) -> None:
-    cfg, acc = run.cfg, run.accelerator
-    bar = tqdm(total=cfg.max_train_steps, initial=step, desc="training", disable=not acc.is_local_main_process)
-    images_per_step = cfg.train_batch_size * cfg.gradient_accumulation_steps * acc.num_processes
-    while step < cfg.max_train_steps:
-        tick = time.perf_counter()
-        loss, grad_norm = train_step(run, step)
-        step += 1
-        summary.add_step(loss, time.perf_counter() - tick, images_per_step)
-        acc.log({"loss": loss, "lr": run.lr_scheduler.get_last_lr()[0], "grad_norm": grad_norm,
-                 "img_per_s": summary.last_rate}, step=step)
-        bar.update(1)
-        bar.set_postfix(loss=f"{summary.smoothed_loss:.4f}", img_s=f"{summary.last_rate:.2f}")
-        if step % cfg.checkpointing_steps == 0 or step == cfg.max_train_steps:
-            state = {"loss": summary.smoothed_loss, "loss_history": summary.loss_history, "best_pck": run.best_pck}
-            save_checkpoint(acc, run.out / "checkpoints", step, state, cfg.checkpoints_total_limit)
-        if step % cfg.validation_steps == 0 and step != cfg.max_train_steps and acc.is_main_process:
-            validate(run, step)
-    bar.close()
+    def skipped_files(self) -> list[str]:
+        return self.data.skipped

@@ -12,7 +12,10 @@ import torch
 from PIL import Image
 
 from toolkit.errors import UserError
-from toolkit.lora.data import crop_pose, draw_map
+from toolkit.lora.config import PoseLoraConfig
+from toolkit.lora.data import PoseData
+from toolkit.lora.models import Models
+from toolkit.pose.conditioning import draw_map, fit_pose
 from toolkit.pose.keypoints import Pose, load_pose
 from toolkit.prompts import build_prompts, pose_phrase
 from toolkit.prompts.embed import encode_prompts
@@ -30,15 +33,34 @@ class ValidationSet:
     negative: str
 
 
-def fit_pose(pose: Pose, resolution: int) -> Pose:
-    """The pose resized so that its short side is `resolution` and centre-cropped to a square, as the data is."""
-    scale = resolution / min(pose.width, pose.height)
-    left = (round(pose.width * scale) - resolution) // 2
-    top = (round(pose.height * scale) - resolution) // 2
-    return crop_pose(pose, scale, left, top, resolution)
+@dataclass(frozen=True)
+class Sampling:
+    """How validation (and sampling) images are generated: solver, steps, guidance, size and the first seed."""
+
+    scheduler: str
+    steps: int
+    guidance_scale: float
+    resolution: int
+    seed: int
+
+    @classmethod
+    def of(cls, cfg: PoseLoraConfig) -> Sampling:
+        """The validation settings of a run."""
+        return cls(cfg.validation_scheduler, cfg.num_inference_steps, cfg.guidance_scale, cfg.resolution, cfg.seed)
 
 
-def validation_set(cfg, data, tokenizer) -> ValidationSet:
+def pose_set(named: list[tuple[str, Pose]], resolution: int, *, prompt: str, presets: list[str], tokenizer,
+             negative: str = "") -> ValidationSet:
+    """Named poses fitted to `resolution` (short side, centre crop, as the data is), drawn, and turned into
+    prompts: the prompt, the pose phrase and the presets' positive terms; the presets' negatives."""
+    poses = [fit_pose(p, resolution) for _, p in named]
+    maps = np.stack([draw_map(p) for p in poses])  # (N, R, R, 3) uint8
+    pairs = [build_prompts(prompt, negative, presets, pose_text=pose_phrase([p.body for p in pose.people]),
+                           tokenizer=tokenizer) for pose in poses]
+    return ValidationSet([n for n, _ in named], maps, poses, [p.positive for p in pairs], pairs[0].negative)
+
+
+def validation_set(cfg: PoseLoraConfig, data: PoseData, tokenizer) -> ValidationSet:
     """Poses from --validation_poses (OpenPose JSON), else the first training examples that have keypoints."""
     if cfg.validation_poses:
         files = sorted(Path(cfg.validation_poses).glob("*.json"))[: cfg.num_validation_images]
@@ -50,23 +72,17 @@ def validation_set(cfg, data, tokenizer) -> ValidationSet:
         named = named[: cfg.num_validation_images]
         if not named:
             raise UserError("no training example has keypoints: pass --validation_poses DIR (OpenPose JSON)")
-    poses = [fit_pose(p, cfg.resolution) for _, p in named]
-    maps = np.stack([draw_map(p) for p in poses])
-    prompts, negative = [], ""
-    for pose in poses:
-        pair = build_prompts(cfg.validation_prompt, pose_text=pose_phrase([p.body for p in pose.people]),
-                             presets=cfg.validation_preset, tokenizer=tokenizer)
-        prompts.append(pair.positive)
-        negative = pair.negative
-    return ValidationSet([n for n, _ in named], maps, poses, prompts, negative)
+    return pose_set(named, cfg.resolution, prompt=cfg.validation_prompt, presets=cfg.validation_preset,
+                    tokenizer=tokenizer)
 
 
-def make_pipeline(models, unet, controlnet, scheduler: str):
+def make_pipeline(models: Models, scheduler: str):
     """A StableDiffusionControlNetPipeline over the in-memory components, with the validation solver."""
     from diffusers import StableDiffusionControlNetPipeline
 
     pipe = StableDiffusionControlNetPipeline(
-        vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=unet, controlnet=controlnet,
+        vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=models.unet,
+        controlnet=models.controlnet,
         scheduler=SCHEDULERS[scheduler].from_config(models.noise_scheduler.config), safety_checker=None,
         feature_extractor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
@@ -74,7 +90,7 @@ def make_pipeline(models, unet, controlnet, scheduler: str):
 
 
 @torch.no_grad()
-def generate(pipe, val: ValidationSet, cfg, count: int | None = None) -> np.ndarray:
+def generate(pipe, val: ValidationSet, sampling: Sampling, count: int | None = None) -> np.ndarray:
     """Images (N, R, R, 3) float in [0, 1] for the first `count` triples; image i from seed (seed + i).
 
     With low-precision weights the pipeline runs under autocast, as training does: a ControlNet prepared by
@@ -82,14 +98,14 @@ def generate(pipe, val: ValidationSet, cfg, count: int | None = None) -> np.ndar
     """
     n = count or len(val.prompts)
     embeds, negative = encode_prompts(pipe.tokenizer, pipe.text_encoder, val.prompts[:n], [val.negative])
-    generators = [torch.Generator().manual_seed(cfg.seed + i) for i in range(n)]
+    generators = [torch.Generator().manual_seed(sampling.seed + i) for i in range(n)]
     images = [Image.fromarray(m) for m in val.maps[:n]]
     dtype = pipe.vae.dtype  # the frozen weights' dtype (the VAE never carries adapters)
     low = dtype != torch.float32
     with torch.autocast(pipe.device.type, dtype=dtype) if low else contextlib.nullcontext():
         out = pipe(prompt_embeds=embeds.to(dtype), negative_prompt_embeds=negative.to(dtype), image=images,
-                   num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
-                   generator=generators, height=cfg.resolution, width=cfg.resolution, output_type="np")
+                   num_inference_steps=sampling.steps, guidance_scale=sampling.guidance_scale,
+                   generator=generators, height=sampling.resolution, width=sampling.resolution, output_type="np")
     return out.images
 
 

@@ -2,7 +2,7 @@
 
     output_dir/
       images/<stem>.<ext>        the photos (EXIF orientation applied, so keypoints match the pixels)
-      conditioning/<stem>.png    OpenPose maps, drawn like controlnet_aux
+      conditioning/<stem>.png    OpenPose maps at the photo's size (toolkit.pose.conditioning.draw_map)
       keypoints/<stem>.json      OpenPose JSON in the photo's pixels (written for every photo, people [] if none)
       metadata.jsonl             {"file_name", "conditioning_image_file_name", "text"} per kept photo
       report.json                how many photos were kept, and why the others were dropped
@@ -24,8 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from toolkit.data.images import DECODE_ERRORS, list_image_files, to_rgb
-from toolkit.pose.draw import render_pose
+from toolkit.images import DECODE_ERRORS, list_image_files, to_rgb
+from toolkit.pose.conditioning import draw_map
 from toolkit.pose.keypoints import Pose, load_pose, save_pose
 
 
@@ -184,7 +184,7 @@ def _filter_and_draw(root: Path, out: Path, photos: dict[str, Path], pose_filter
             conditioning.unlink(missing_ok=True)  # kept by an earlier run with other thresholds
             continue
         # Redrawn on every run (a few ms each), so a changed joint_threshold reaches every map.
-        Image.fromarray(render_pose(pose, pose_filter.joint_threshold)).save(conditioning)
+        Image.fromarray(draw_map(pose, threshold=pose_filter.joint_threshold)).save(conditioning)
         kept.append((stem, f"{stem}{path.suffix.lower()}", caption_for(path, root, captions)))
     write_metadata(out, kept)
     return PrepareReport(photos=len(photos), kept=len(kept), detected_now=0, dropped=dict(dropped), unreadable=[])

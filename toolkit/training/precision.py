@@ -52,3 +52,8 @@ def set_cpu_threads(requested: int | None, num_processes: int) -> str:
         threads, reason = requested, "as asked"
     torch.set_num_threads(threads)
     return f"CPU threads: {threads} ({reason})"
+
+
+def weight_dtype(mixed_precision: str) -> torch.dtype:
+    """The dtype frozen weights are kept in under Accelerate's `mixed_precision` (fp32 for "no")."""
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(mixed_precision, torch.float32)

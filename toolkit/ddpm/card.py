@@ -1,4 +1,4 @@
-"""Publishing a trained DDPM run folder: its model card, the dry-run folder, and the Hub upload."""
+"""The model card of a DDPM run: what it was trained on, how it did, how to use it."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from pathlib import Path
 
 from toolkit.config import to_dict
 from toolkit.ddpm.config import TrainUNetConfig
-from toolkit.ddpm.outputs import RunSummary
-from toolkit.hub import CardInfo, build_model_card, push_folder, stage_upload
+from toolkit.hub import TOOLKIT, CardInfo
+from toolkit.training.report import RunSummary
 
 POSE_USAGE = ["# pip install anatomy-toolkit  (the pipeline class lives there)",
               "from diffusers import DDIMScheduler", "from PIL import Image",
@@ -21,6 +21,7 @@ def card_info(cfg: TrainUNetConfig, summary: RunSummary) -> CardInfo:
     """What the model card of a DDPM run says: data, figures, sample grid and the resolved config."""
     datasets = [cfg.dataset_name] if cfg.dataset_name and not Path(cfg.dataset_name).exists() else None
     resolution = cfg.stages[-1].resolution if cfg.stages else cfg.resolution
+    prediction = cfg.prediction_type or "epsilon"
     figures = {
         "steps": summary.start_step + summary.steps_done,
         "resolution": f"{resolution} px",
@@ -32,18 +33,10 @@ def card_info(cfg: TrainUNetConfig, summary: RunSummary) -> CardInfo:
     posed = cfg.conditioning == "pose"
     kind = "A pose-conditioned (OpenPose map concatenated to the input)" if posed else "An unconditional"
     description = (f"{kind} image diffusion model (diffusers `UNet2DModel`, preset `{cfg.model_preset}`, "
-                   f"{cfg.prediction_type} prediction) trained from scratch on {summary.data} with "
-                   "[anatomy-toolkit](https://github.com/) `train_unet.py`.")
+                   f"{prediction} prediction) trained from scratch on {summary.data} with {TOOLKIT} "
+                   "`train_unet.py`.")
     tags = ["ddpm", "openpose", "pose-conditioned"] if posed else ["unconditional-image-generation", "ddpm"]
     return CardInfo(repo_id=cfg.hub_model_id, pipeline_tag="image-to-image" if posed else
                     "unconditional-image-generation", license=cfg.hub_license, description=description, tags=tags,
                     datasets=datasets, grid="samples/final.png", loss_plot="loss.png", config=to_dict(cfg),
                     figures=figures, usage=POSE_USAGE if posed else None)
-
-
-def publish(cfg: TrainUNetConfig, summary: RunSummary) -> str:
-    """Write the model card and the upload folder; push it unless this is a dry run. Returns a status line."""
-    stage = stage_upload(cfg.output_dir, build_model_card(card_info(cfg, summary)))
-    if cfg.hub_dry_run:
-        return f"hub dry run: {stage} holds exactly what would be uploaded to {cfg.hub_model_id}"
-    return f"pushed to {push_folder(stage, cfg.hub_model_id, cfg.hub_private_repo)}"

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from toolkit.data.images import DECODE_ERRORS, load_rgb
-from toolkit.figures.parse import parse_figure
+from toolkit.anatomy.parse import parse_figure
+from toolkit.images import DECODE_ERRORS, load_rgb
 from toolkit.pose.fidelity import rescale
 from toolkit.pose.keypoints import load_pose
 from toolkit.pose.metrics import pck

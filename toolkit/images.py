@@ -1,8 +1,11 @@
-"""Reading images safely: any PIL mode to RGB, and file lists that cannot escape the dataset root (no torch)."""
+"""Reading images safely (any PIL mode to RGB, file lists that cannot escape the dataset root) and the one
+resize-and-crop every data path uses. PIL and numpy only: the lowest layer, below poses, figures and data."""
 
 from __future__ import annotations
 
 import json
+import random
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -54,28 +57,60 @@ def list_image_files(root: str | Path) -> list[Path]:
         raise UserError(f"train_data_dir not found or not a folder: {root}")
     metadata = root / "metadata.jsonl"
     if metadata.is_file():
-        return [safe_join(root, name) for name in _metadata_file_names(metadata)]
+        return [safe_join(root, row["file_name"]) for row in read_metadata(metadata, "file_name")]
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
     return [p for p in files if p.resolve().is_relative_to(root.resolve())]  # symlinks out of the root are ignored
 
 
-def _metadata_file_names(metadata: Path, key: str = "file_name") -> list[str]:
-    names = []
+def read_metadata(metadata: Path, *keys: str) -> list[dict]:
+    """The rows of a metadata.jsonl; a row that is not a JSON object with `keys` is an error naming its line."""
+    rows = []
     for line_no, line in enumerate(metadata.read_text().splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            names.append(json.loads(line)[key])
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise UserError(f"{metadata}:{line_no}: expected a JSON object with a {key!r} key") from None
-    return names
+            row = json.loads(line)
+            missing = [key for key in keys if not isinstance(row.get(key), str)]
+        except (json.JSONDecodeError, AttributeError):
+            row, missing = None, list(keys)
+        if missing:
+            raise UserError(f"{metadata}:{line_no}: expected a JSON object with {' and '.join(map(repr, keys))}")
+        rows.append(row)
+    return rows
 
 
-def list_conditioning_files(root: str | Path) -> list[Path]:
-    """The pose maps of a prepare_poses / toolkit.figures folder, in list_image_files order (metadata.jsonl's
-    conditioning_image_file_name)."""
-    metadata = Path(root) / "metadata.jsonl"
-    if not metadata.is_file():
-        raise UserError(f"pose conditioning needs a dataset folder with metadata.jsonl (as written by "
-                        f"toolkit.prepare_poses or toolkit.figures); none in {root}")
-    return [safe_join(Path(root), name) for name in _metadata_file_names(metadata, "conditioning_image_file_name")]
+@dataclass(frozen=True)
+class Crop:
+    """Resize by `scale` to `resized` (w, h), then keep the box of `size` (w, h) at (left, top)."""
+
+    scale: float
+    resized: tuple[int, int]
+    left: int
+    top: int
+    size: tuple[int, int]
+
+
+def plan_crop(size: tuple[int, int], resolution: int, *, center: bool = True, square: bool = True,
+              rng: random.Random | None = None) -> Crop:
+    """The short side of an image of `size` (w, h) to `resolution`, then a square crop: centred, or at a position
+    drawn from `rng`; with `square=False` the whole resized image is kept (later crops happen per step)."""
+    w, h = size
+    scale = resolution / min(w, h)
+    resized = (max(resolution, round(w * scale)), max(resolution, round(h * scale)))
+    if not square:
+        return Crop(scale, resized, 0, 0, resized)
+    extra_w, extra_h = resized[0] - resolution, resized[1] - resolution
+    if center:
+        left, top = extra_w // 2, extra_h // 2
+    else:
+        rng = rng or random.Random(0)
+        left, top = rng.randint(0, extra_w), rng.randint(0, extra_h)
+    return Crop(scale, resized, left, top, (resolution, resolution))
+
+
+def apply_crop(image: Image.Image, crop: Crop) -> Image.Image:
+    """`image` resized (bicubic) and cropped as `crop` says."""
+    image = image.resize(crop.resized, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    if crop.size == crop.resized:
+        return image
+    return image.crop((crop.left, crop.top, crop.left + crop.size[0], crop.top + crop.size[1]))

@@ -1,0 +1,1 @@
+"""Judging the anatomy of images of the figures world: limbs found by their colours, distortions and PCK."""

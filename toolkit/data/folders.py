@@ -1,0 +1,46 @@
+"""Pose dataset folders, as `prepare_poses` and `toolkit.figures` write them, read the same way by both trainers.
+
+    DIR/metadata.jsonl   {"file_name", "conditioning_image_file_name", "text", ...} per example
+    DIR/keypoints/<stem of the map>.json   OpenPose JSON of the example (optional)
+
+Every path is joined with `safe_join`, so a row cannot point outside DIR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from toolkit.errors import UserError
+from toolkit.images import read_metadata, safe_join
+
+WRITERS = "python -m toolkit.prepare_poses or python -m toolkit.figures"
+
+
+@dataclass(frozen=True)
+class PoseRecord:
+    """One example of a pose folder: its image, its pose map, its caption and its keypoint file (or None)."""
+
+    image: Path
+    conditioning: Path
+    text: str
+    keypoints: Path | None
+
+
+def read_pose_folder(root: str | Path) -> list[PoseRecord]:
+    """The examples listed in `root/metadata.jsonl`, in file order; errors name the folder or the line."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"train_data_dir not found or not a folder: {root}")
+    metadata = root / "metadata.jsonl"
+    if not metadata.is_file():
+        raise UserError(f"{root} is not a pose dataset folder: it has no metadata.jsonl (write one with {WRITERS})")
+    records = []
+    for row in read_metadata(metadata, "file_name", "conditioning_image_file_name"):
+        conditioning = safe_join(root, row["conditioning_image_file_name"])
+        keypoints = safe_join(root, f"keypoints/{conditioning.stem}.json")
+        records.append(PoseRecord(safe_join(root, row["file_name"]), conditioning, str(row.get("text", "")),
+                                  keypoints if keypoints.is_file() else None))
+    if not records:
+        raise UserError(f"{metadata} lists no examples")
+    return records

@@ -1,0 +1,132 @@
+"""The options every trainer shares, declared once: `TrainingConfig` (data, optimisation, precision, schedules,
+outputs, Hub) and `DiffusionConfig` (what a diffusion trainer adds). Trainers subclass them, add their own options
+and change defaults with `with_defaults`; one `__post_init__` validates what they share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Literal
+
+from toolkit.config import ConfigError, option
+
+DEFAULT_TRAIN_STEPS = 1000  # when neither max_train_steps nor num_epochs is given
+LR_SCHEDULERS = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"]
+
+
+@dataclass(frozen=True)
+class AdamW:
+    """The optimiser settings of a config, for `toolkit.training.runs.make_optimizer`."""
+
+    lr: float
+    betas: tuple[float, float]
+    weight_decay: float
+    eps: float
+
+
+@dataclass
+class TrainingConfig:
+    """Options of every trainer; flag names follow the diffusers training examples."""
+
+    # --- data
+    train_data_dir: str | None = option(None, "folder of images (searched recursively), an imagefolder with "
+                                              "metadata.jsonl, or a prepare_poses / toolkit.figures folder")
+    dataset_name: str | None = option(None, "a `datasets` name or local dataset path (instead of --train_data_dir)")
+    dataset_config_name: str | None = option(None, "the dataset's config name, if it has several")
+    image_column: str = option("image", "the image column of --dataset_name")
+    conditioning_image_column: str = option("conditioning_image", "the pose-map column of --dataset_name")
+    max_train_samples: int | None = option(None, "use only the first N examples (debugging, quick runs)")
+    resolution: int = option(512, "training resolution in pixels (square)")
+    center_crop: bool = option(True, "centre crop after resizing the short side; --no-center_crop crops randomly")
+    random_flip: bool = option(False, "random horizontal flips")
+    # --- optimisation
+    train_batch_size: int = option(16, "examples per device per optimiser step (before accumulation)")
+    gradient_accumulation_steps: int = option(1, "micro-batches accumulated per optimiser step")
+    max_train_steps: int | None = option(None, "optimiser steps; wins over --num_epochs (default 1000 if neither)")
+    num_epochs: int | None = option(None, "passes over the data, used when --max_train_steps is not given")
+    learning_rate: float = option(1e-4, "peak learning rate of AdamW")
+    lr_scheduler: LR_SCHEDULERS = option("constant", "learning-rate schedule (diffusers get_scheduler)")
+    lr_warmup_steps: int = option(0, "linear warm-up steps")
+    adam_beta1: float = option(0.9, "AdamW beta1")
+    adam_beta2: float = option(0.999, "AdamW beta2")
+    adam_weight_decay: float = option(1e-2, "AdamW weight decay")
+    adam_epsilon: float = option(1e-8, "AdamW epsilon")
+    max_grad_norm: float = option(1.0, "gradient clipping norm (0 disables clipping)")
+    seed: int = option(0, "seed of every random draw: the same seed gives the same run")
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = option(
+        "auto", "auto: bf16 on CPUs with native bf16, bf16/fp16 on CUDA; the choice is printed with its reason")
+    allow_tf32: bool = option(False, "allow TF32 matmuls on Ampere+ GPUs")
+    num_cpu_threads: int | None = option(
+        None, "CPU threads per process; default: all usable cores / processes (accelerate launch would use 1)")
+    # --- validation
+    validation_steps: int = option(250, "validate every N steps (and at the end)")
+    num_validation_images: int = option(16, "images in each validation grid")
+    # --- checkpoints and outputs
+    output_dir: str = option("runs/train", "where the model, samples, logs and checkpoints go")
+    checkpointing_steps: int = option(250, "save a resumable checkpoint every N steps")
+    checkpoints_total_limit: int | None = option(3, "keep at most N checkpoints (oldest removed)")
+    resume_from_checkpoint: str | None = option(None, "'latest' or a checkpoint folder to continue from")
+    overwrite_output_dir: bool = option(False, "start fresh even if output_dir holds checkpoints of an earlier run")
+    report_to: Literal["tensorboard", "wandb", "all", "none"] = option("tensorboard", "experiment tracker")
+    logging_dir: str = option("logs", "tracker folder, relative to output_dir")
+    # --- hub
+    push_to_hub: bool = option(False, "upload the model and its card (token from HF_TOKEN or `hf auth login`)")
+    hub_model_id: str | None = option(None, "repository id, e.g. user/ddpm-portraits")
+    hub_private_repo: bool = option(False, "create the Hub repository as private")
+    hub_dry_run: bool = option(False, "write output_dir/hub_upload exactly as it would be uploaded; no network")
+    hub_license: str = option("apache-2.0", "license in the model card metadata")
+
+    # Integer options that must be >= 1 (always, or when given); subclasses extend these tuples.
+    POSITIVE: ClassVar[tuple[str, ...]] = (
+        "resolution", "train_batch_size", "gradient_accumulation_steps", "validation_steps", "num_validation_images",
+        "checkpointing_steps")
+    POSITIVE_WHEN_GIVEN: ClassVar[tuple[str, ...]] = (
+        "max_train_steps", "num_epochs", "max_train_samples", "checkpoints_total_limit", "num_cpu_threads")
+
+    def __post_init__(self) -> None:
+        if self.train_data_dir and self.dataset_name:
+            raise ConfigError("give either train_data_dir or dataset_name, not both")
+        for key in self.POSITIVE:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in self.POSITIVE_WHEN_GIVEN:
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"{key} must be >= 1 when given, got {value}")
+        if self.max_grad_norm < 0 or self.lr_warmup_steps < 0:
+            raise ConfigError("max_grad_norm and lr_warmup_steps must be >= 0")
+        if (self.push_to_hub or self.hub_dry_run) and not self.hub_model_id:
+            raise ConfigError("push_to_hub / hub_dry_run need hub_model_id (e.g. user/ddpm-portraits)")
+
+    @property
+    def adamw(self) -> AdamW:
+        """The AdamW settings."""
+        return AdamW(self.learning_rate, (self.adam_beta1, self.adam_beta2), self.adam_weight_decay,
+                     self.adam_epsilon)
+
+
+@dataclass
+class DiffusionConfig(TrainingConfig):
+    """What a diffusion trainer adds: the training target, loss weighting, attention backend and validation solver."""
+
+    prediction_type: Literal["epsilon", "v_prediction", "sample"] | None = option(
+        None, "what the model predicts; none: the noise scheduler's own")
+    snr_gamma: float | None = option(None, "min-SNR loss weighting gamma (Hang et al. 2023; 5 is the usual choice); "
+                                           "none: off")
+    noise_offset: float = option(0.0, "offset noise strength (0.05-0.1 helps very dark or bright images)")
+    pose_loss_weight: float = option(
+        0.0, "pose-weighted loss: weight 1 + lambda x limb mask from the pose map (Stable-Pose: 4, i.e. 5 inside); "
+             "0: off")
+    enable_xformers_memory_efficient_attention: bool = option(
+        False, "xformers attention on CUDA when installed (default: PyTorch SDPA)")
+    validation_scheduler: Literal["dpm", "unipc", "ddim", "ddpm"] = option("unipc", "validation solver")
+    num_inference_steps: int = option(20, "solver steps for validation")
+
+    POSITIVE = TrainingConfig.POSITIVE + ("num_inference_steps",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.pose_loss_weight < 0:
+            raise ConfigError(f"pose_loss_weight must be >= 0, got {self.pose_loss_weight}")
+        if self.snr_gamma is not None and self.snr_gamma <= 0:
+            raise ConfigError(f"snr_gamma must be > 0 when given, got {self.snr_gamma}")

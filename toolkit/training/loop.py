@@ -1,0 +1,229 @@
+"""One training loop for every trainer, after EDM's: the trainer supplies models, a loss, a validation and a save;
+the loop owns everything else.
+
+A `Trainer` builds its models and optimisers as `Phase`s (one per optimiser: one for a diffusion model, two for a
+GAN), yields the data of each optimiser step (`StepBatch`), computes the loss of a micro-batch, validates, and saves
+its weights (checkpoints) and outputs (the end of the run). The loop does gradient accumulation, the NaN/inf
+policy, clipping, the LR schedule and EMA, per-step seeding for exact resume, the progress bar, scalar logging, the
+checkpoint and validation schedule with atomic checkpoints, and the run report.
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+
+from toolkit.config import save_yaml
+from toolkit.errors import UserError
+from toolkit.hub import CardInfo, build_model_card, publish
+from toolkit.training.checkpoints import resolve_resume, save_checkpoint
+from toolkit.training.config import TrainingConfig
+from toolkit.training.report import RunSummary, init_trackers, write_summary
+from toolkit.training.runs import make_accelerator, maybe_resume, register_checkpoint_hooks, step_generator
+
+
+class TrainingDiverged(UserError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class Phase:
+    """One optimiser and what it trains: the loop accumulates the trainer's loss for it, clips, steps, and steps
+    the EMA. `modules` are the prepared modules whose gradients are all-reduced (skipped while accumulating)."""
+
+    name: str
+    modules: list[torch.nn.Module]
+    params: list[torch.nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Any
+    ema: Any = None  # a diffusers EMAModel of `params`
+
+
+@dataclass
+class StepBatch:
+    """The data of one optimiser step: one item per accumulation round, the examples it holds over all processes,
+    and scalars to log with the step (e.g. the resolution of a progressive run)."""
+
+    micro_batches: list[Any]
+    examples: int
+    logs: dict[str, float] = field(default_factory=dict)
+
+
+class Trainer(abc.ABC):
+    """What a trainer supplies to the loop. Subclasses build everything in __init__ and set `phases`,
+    `total_steps` and `data_name`."""
+
+    name: ClassVar[str]  # the tracker project, e.g. "train_unet"
+    summary_class: ClassVar[type[RunSummary]] = RunSummary
+    upload_files: ClassVar[list[str]]  # what a Hub push publishes from the run folder
+
+    def __init__(self, cfg: TrainingConfig, accelerator: Accelerator) -> None:
+        self.cfg, self.accelerator, self.out = cfg, accelerator, Path(cfg.output_dir)
+        self.phases: list[Phase] = []
+        self.total_steps = 0
+        self.data_name = ""
+        register_checkpoint_hooks(accelerator, self.save_weights, self.load_weights)  # called at save/load time
+
+    @abc.abstractmethod
+    def batches(self, start_step: int) -> Iterator[StepBatch]:
+        """The data of every optimiser step from `start_step` on (a pure function of the seed and the step)."""
+
+    @abc.abstractmethod
+    def loss(self, phase: Phase, micro_batch: Any, generator: torch.Generator) -> torch.Tensor | None:
+        """The scalar loss of one micro-batch for `phase`; None when none of its examples could be read."""
+
+    @abc.abstractmethod
+    def validate(self, step: int, name: str | None = None) -> Path:
+        """Make, save and log validation images (main process); returns the grid's path."""
+
+    @abc.abstractmethod
+    def save_weights(self, folder: Path) -> None:
+        """Write what a checkpoint must hold of the models (safetensors) into `folder`."""
+
+    @abc.abstractmethod
+    def load_weights(self, folder: Path) -> None:
+        """Load what `save_weights` wrote."""
+
+    @abc.abstractmethod
+    def save(self, summary: RunSummary) -> None:
+        """Write the run's outputs (a pipeline, a LoRA) at the end, on the main process; may add to `summary`."""
+
+    @abc.abstractmethod
+    def model_card(self, summary: RunSummary) -> CardInfo:
+        """What the model card says about this run."""
+
+    def state(self) -> dict:
+        """Extra JSON state kept in each checkpoint (e.g. the best validation score so far)."""
+        return {}
+
+    def load_state(self, state: dict) -> None:  # noqa: B027 (optional hook: most trainers keep no extra state)
+        """Restore what `state` returned, from a checkpoint's trainer state."""
+
+    def skipped_files(self) -> list[str]:
+        """Files that could not be read, for the summary."""
+        return []
+
+
+def optimizer_step(trainer: Trainer, step: int, batch: StepBatch) -> dict[str, tuple[float, float]]:
+    """One optimiser step of every phase over the batch's micro-batches; returns {phase: (loss, grad norm)}."""
+    acc, cfg = trainer.accelerator, trainer.cfg
+    generator = step_generator(cfg.seed, step, acc)
+    results = {}
+    for phase in trainer.phases:
+        total, rounds = 0.0, len(batch.micro_batches)
+        for i, micro in enumerate(batch.micro_batches):
+            syncing = contextlib.ExitStack()
+            if i < rounds - 1:  # all-reduce gradients only on the last round
+                for module in phase.modules:
+                    syncing.enter_context(acc.no_sync(module))
+            with syncing:
+                loss = trainer.loss(phase, micro, generator)
+                if loss is None:
+                    continue
+                loss = loss / rounds
+                acc.backward(loss)
+            total += loss.item()
+        if not math.isfinite(total):
+            kept = resolve_resume(trainer.out / "checkpoints", "latest")
+            raise TrainingDiverged(
+                f"loss became {total} at step {step + 1}: stopped without saving this step. Last good checkpoint: "
+                f"{kept or 'none yet'}. Try a lower --learning_rate, --max_grad_norm 1, or --mixed_precision no.")
+        grad_norm = acc.clip_grad_norm_(phase.params, cfg.max_grad_norm or float("inf"))
+        phase.optimizer.step()
+        phase.lr_scheduler.step()
+        phase.optimizer.zero_grad(set_to_none=True)
+        if phase.ema is not None:
+            phase.ema.step(phase.params)
+        results[phase.name] = (total, float(grad_norm))
+    return results
+
+
+def _step_logs(trainer: Trainer, results: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """Scalars of one step: loss, lr and grad norm, prefixed by the phase name when there are several phases."""
+    logs = {}
+    for phase in trainer.phases:
+        prefix = f"{phase.name}/" if len(trainer.phases) > 1 else ""
+        loss, grad_norm = results[phase.name]
+        logs |= {f"{prefix}loss": loss, f"{prefix}lr": phase.lr_scheduler.get_last_lr()[0],
+                 f"{prefix}grad_norm": grad_norm}
+    return logs
+
+
+def _loop(trainer: Trainer, step: int, summary: RunSummary) -> None:
+    """Train from `step` to the end: step, log, checkpoint and validate on schedule."""
+    cfg, acc = trainer.cfg, trainer.accelerator
+    bar = tqdm(total=trainer.total_steps, initial=step, desc="training", disable=not acc.is_local_main_process)
+    batches = trainer.batches(step)
+    while step < trainer.total_steps:
+        tick = time.perf_counter()  # the step's time includes waiting for its data
+        batch = next(batches)
+        results = optimizer_step(trainer, step, batch)
+        step += 1
+        loss = results[trainer.phases[0].name][0]
+        summary.add_step(loss, time.perf_counter() - tick, batch.examples)
+        acc.log(_step_logs(trainer, results) | {"img_per_s": summary.last_rate, **batch.logs}, step=step)
+        bar.update(1)
+        bar.set_postfix(loss=f"{summary.smoothed_loss:.4f}", img_s=f"{summary.last_rate:.3g}")
+        if step % cfg.checkpointing_steps == 0 or step == trainer.total_steps:
+            state = {"loss": summary.smoothed_loss, "loss_history": summary.loss_history, **trainer.state()}
+            save_checkpoint(acc, trainer.out / "checkpoints", step, state, cfg.checkpoints_total_limit)
+        if step % cfg.validation_steps == 0 and step != trainer.total_steps and acc.is_main_process:
+            trainer.validate(step)
+    bar.close()
+
+
+def train(trainer: Trainer, precision_reason: str = "") -> RunSummary:
+    """Run `trainer` from a fresh start or its latest checkpoint to the end, save its outputs and the report."""
+    cfg, acc, out = trainer.cfg, trainer.accelerator, trainer.out
+    save_yaml(cfg, out / "config.yaml")
+    init_trackers(acc, trainer.name, cfg)
+    try:
+        step, resumed_from, state = maybe_resume(acc, out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
+        trainer.load_state(state)
+        summary = trainer.summary_class(
+            output_dir=str(out), total_steps=trainer.total_steps, start_step=step, data=trainer.data_name,
+            resumed_from=resumed_from, loss_history=list(state.get("loss_history", [])),
+            mixed_precision=f"{acc.mixed_precision} ({precision_reason})")
+        _loop(trainer, step, summary)
+        if acc.is_main_process:  # one writer: the other processes are done once the last checkpoint is saved
+            summary.samples = str(trainer.validate(trainer.total_steps, name="final"))
+            trainer.save(summary)
+    finally:
+        acc.end_training()  # flush the trackers, also when the run stops on an error
+    summary.skipped_files = sorted(set(trainer.skipped_files()))
+    if acc.is_main_process:
+        write_summary(summary, out)
+    return summary
+
+
+def build(trainer_cls: type[Trainer], cfg: TrainingConfig) -> tuple[Trainer, str]:
+    """The output folder, an Accelerator with the resolved precision, and the trainer; returns the trainer and the
+    reason for its precision."""
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    accelerator, reason = make_accelerator(cfg, out)
+    accelerator.print(f"mixed precision: {accelerator.mixed_precision} ({reason})")
+    return trainer_cls(cfg, accelerator), reason
+
+
+def run(trainer_cls: type[Trainer], cfg: TrainingConfig) -> int:
+    """What a training entry point does: build, train, print the summary, and publish (or stage) if asked."""
+    trainer, reason = build(trainer_cls, cfg)
+    summary = train(trainer, reason)
+    if trainer.accelerator.is_main_process:
+        print("\nrun finished:\n" + summary.table())
+        if cfg.push_to_hub or cfg.hub_dry_run:
+            card = build_model_card(trainer.model_card(summary))
+            print(publish(card, cfg.output_dir, trainer.upload_files, repo_id=cfg.hub_model_id,
+                          private=cfg.hub_private_repo, dry_run=cfg.hub_dry_run))
+    return 0

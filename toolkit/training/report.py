@@ -1,0 +1,118 @@
+"""The run report every trainer shares: trackers named after the trainer, logged images, the summary (printed and
+written as summary.json) and the loss plot."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from toolkit.config import to_dict
+
+
+@dataclass
+class RunSummary:
+    """Figures of a finished run, printed at the end and written to summary.json."""
+
+    output_dir: str
+    total_steps: int
+    start_step: int = 0
+    data: str = ""
+    steps_done: int = 0
+    images_seen: int = 0
+    train_seconds: float = 0.0
+    smoothed_loss: float = float("nan")
+    last_rate: float = 0.0
+    skipped_files: list[str] = field(default_factory=list)
+    samples: str = ""
+    resumed_from: str | None = None
+    mixed_precision: str = ""
+    loss_history: list[float] = field(default_factory=list)  # per step, since step 0 (kept across resumes)
+
+    def add_step(self, loss: float, seconds: float, images: int) -> None:
+        """Record one optimiser step; the loss is smoothed with an EMA of 0.9 (first step taken as is)."""
+        self.smoothed_loss = loss if self.steps_done == 0 else 0.9 * self.smoothed_loss + 0.1 * loss
+        self.loss_history.append(round(loss, 6))
+        self.steps_done += 1
+        self.images_seen += images
+        self.train_seconds += seconds
+        self.last_rate = images / max(seconds, 1e-9)
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_seen / max(self.train_seconds, 1e-9)
+
+    def rows(self) -> list[tuple[str, str]]:
+        """(label, value) pairs of the summary table; trainers with other outputs override `output_rows`."""
+        out = Path(self.output_dir)
+        skipped = ", ".join(self.skipped_files[:5]) + (" ..." if len(self.skipped_files) > 5 else "")
+        return [
+            ("steps", f"{self.start_step + self.steps_done} / {self.total_steps}"
+                      + (f" (resumed at {self.start_step})" if self.start_step else "")),
+            ("throughput", f"{self.images_per_second:.3g} img/s over {self.train_seconds:.0f} s of training"),
+            ("final loss", f"{self.smoothed_loss:.4f} (smoothed)"),
+            ("mixed precision", self.mixed_precision),
+            ("data", self.data),
+            ("skipped files", f"{len(self.skipped_files)}" + (f": {skipped}" if self.skipped_files else "")),
+            *self.output_rows(),
+            ("checkpoints", str(out / "checkpoints")),
+            ("logs", f"tensorboard --logdir {out / 'logs'}"),
+        ]
+
+    def output_rows(self) -> list[tuple[str, str]]:
+        """What the run produced; the base summary knows only the samples."""
+        return [("samples", self.samples)]
+
+    def table(self) -> str:
+        """A short human-readable summary."""
+        rows = self.rows()
+        width = max(len(k) for k, _ in rows)
+        return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
+def write_summary(summary: RunSummary, out: Path) -> None:
+    """summary.json with the run's figures (the per-step losses go to loss.png instead)."""
+    data = asdict(summary) | {"images_per_second": round(summary.images_per_second, 3)}
+    data.pop("loss_history")
+    (out / "summary.json").write_text(json.dumps(data, indent=2))
+    plot_loss(summary.loss_history, out / "loss.png")
+
+
+def plot_loss(losses: list[float], path: Path) -> None:
+    """The training loss per step (light) and its moving average (dark) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display needed
+    import matplotlib.pyplot as plt
+
+    if not losses:
+        return
+    window = max(1, len(losses) // 50)
+    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="loss")
+    ax.plot(np.arange(len(smooth)) + window - 1, smooth, color="tab:blue", label=f"mean of {window}")
+    ax.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def init_trackers(accelerator, project_name: str, cfg) -> None:
+    """Start TensorBoard/wandb under the trainer's name, with the config's scalar options as hyper-parameters."""
+    hparams = {k: v for k, v in to_dict(cfg).items() if isinstance(v, (int, float, str, bool))}
+    accelerator.init_trackers(project_name, config=hparams)
+
+
+def log_images(accelerator, images: np.ndarray, step: int) -> None:
+    """Send validation images (N, H, W, 3) uint8 to each active tracker."""
+    for tracker in accelerator.trackers:
+        if tracker.name == "tensorboard":
+            tracker.writer.add_images("validation", images, step, dataformats="NHWC")
+        elif tracker.name == "wandb":
+            import wandb
+
+            tracker.log({"validation": [wandb.Image(im) for im in images]}, step=step)
