@@ -53,7 +53,8 @@ def caching_worker(args) -> dict:
     from toolkit.figures.dataset import write_dataset
     from toolkit.lora.config import PoseLoraConfig
     from toolkit.lora.tiny import SMALL, make_tiny_sd
-    from toolkit.lora.trainer import build_run, train_step
+    from toolkit.lora.trainer import PoseLoraTrainer
+    from toolkit.training.loop import build, optimizer_step
 
     root = Path(args.workdir)
     if not (root / "models" / "sd").is_dir():
@@ -66,15 +67,16 @@ def caching_worker(args) -> dict:
         "cache_latents": args.cached, "cache_text_embeddings": args.cached, "random_flip": True,
         "mixed_precision": args.precision, "report_to": "none", "score_poses": False, "overwrite_output_dir": True})
     start = time.perf_counter()
-    run, _ = build_run(cfg)
-    build = time.perf_counter() - start
+    run, _ = build(PoseLoraTrainer, cfg)
+    built = time.perf_counter() - start
+    batches = run.batches(0)
     for step in range(2):
-        train_step(run, step)
+        optimizer_step(run, step, next(batches))
     start = time.perf_counter()
     for step in range(2, 2 + args.steps):
-        train_step(run, step)
+        optimizer_step(run, step, next(batches))
     per_step = (time.perf_counter() - start) / args.steps
-    return {"cached": args.cached, "s_per_step": round(per_step, 3), "build_s_incl_cache": round(build, 1),
+    return {"cached": args.cached, "s_per_step": round(per_step, 3), "build_s_incl_cache": round(built, 1),
             "peak_rss_mb": round(peak_rss_mb()), "batch_size": args.batch_size, "resolution": args.resolution,
             "precision": run.accelerator.mixed_precision, "images": args.num_images}
 

@@ -81,7 +81,8 @@ def throughput(photos: Path, workers: int) -> dict:
     sizes = [min(Image.open(p).size) for p in sorted(photos.glob("*.jpg"))]
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
-        report = prepare_poses(photos, out, PoseFilter(), {}, num_workers=workers, progress=False)
+        report = prepare_poses(photos, out, pose_filter=PoseFilter(), detector_options={}, num_workers=workers,
+                               progress=False)
         seconds = time.perf_counter() - start
     return {"workers": workers, "photos": report.photos, "median_short_side_px": int(np.median(sizes)),
             "img_per_s": round(report.photos / seconds, 1), "kept": report.kept}

@@ -54,13 +54,15 @@ def full_loop(steps: int) -> dict:
     """img/s of the whole train() loop (data, EMA, logging, a checkpoint), validation excluded, vs. bare."""
     from toolkit.config import from_dict
     from toolkit.ddpm.config import TrainUNetConfig
-    from toolkit.ddpm.trainer import train
+    from toolkit.ddpm.trainer import DDPMTrainer
+    from toolkit.training.loop import build, train
 
     with tempfile.TemporaryDirectory() as out:
         cfg = from_dict(TrainUNetConfig, {"output_dir": out, "max_train_steps": steps, "validation_steps": 10**6,
                                           "checkpointing_steps": steps, "num_validation_images": 1,
                                           "num_inference_steps": 1})
-        summary = train(cfg)
+        trainer, reason = build(DDPMTrainer, cfg)
+        summary = train(trainer, reason)
     return {"loop_img_per_s": round(summary.images_per_second, 2), "steps": steps,
             "batch": cfg.train_batch_size, "precision": summary.mixed_precision.split()[0]}
 

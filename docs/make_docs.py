@@ -6,8 +6,8 @@ from pathlib import Path
 
 from toolkit.config import markdown_table
 from toolkit.ddpm.config import TrainUNetConfig
-from toolkit.lora.config import PoseLoraConfig
 from toolkit.ddpm.generate import DDPMSampleConfig
+from toolkit.lora.config import PoseLoraConfig
 from toolkit.lora.generate import ControlNetSampleConfig
 
 HEADER = """# `train_unet.py` options

@@ -6,4 +6,4 @@ faces=${1:-../shared/data/orl_faces}
 out=${2:-runs/ddpm-portraits}
 accelerate launch --num_processes 1 toolkit/train_unet.py --config recipes/portraits_64.yaml \
     --train_data_dir "$faces" --output_dir "$out" --resume_from_checkpoint latest
-python -m toolkit.sample --pipeline "$out" --num_images 36 --num_inference_steps 20 --scheduler dpm
+python -m toolkit.sample ddpm --pipeline "$out" --num_images 36 --num_inference_steps 20 --scheduler dpm

@@ -114,3 +114,46 @@ def test_figures_render_on_the_fly_without_a_cache():
     assert images.cached is None and len(images) == 10_000_000  # nothing decoded up front
     batch, failed = MicroBatches(images, 4, seed=0, random_flip=False)[123_456]
     assert batch.shape == (4, 6, 32, 32) and not failed and batch[:, 3:].amax() > 0  # images and their pose maps
+
+
+def test_every_path_draws_the_same_map_from_the_same_keypoints(tmp_path):
+    """Figures, the DDPM data, the pose-LoRA data and sampling all fit and draw through toolkit.pose.conditioning."""
+    from toolkit.config import from_dict
+    from toolkit.data.dataset import build_train_images
+    from toolkit.data.sources import open_source
+    from toolkit.ddpm.generate import read_poses
+    from toolkit.lora.config import PoseLoraConfig
+    from toolkit.lora.data import open_data
+    from toolkit.pose import load_pose, pose_map
+
+    data = write_dataset(tmp_path / "data", 2, 64, seed=5)  # maps drawn at 64 px, used at 32 px
+    expected = pose_map(load_pose(data / "keypoints" / "000000.json"), 32)  # (32, 32, 3) uint8
+    source, _ = open_source(train_data_dir=str(data), dataset_name=None, conditioning_column="conditioning_image")
+    ddpm = build_train_images(source, 32, center_crop=True, cache="always", with_conditioning=True).get(0)[3:]
+    cfg = from_dict(PoseLoraConfig, {"pretrained_model_name_or_path": "unused", "train_data_dir": str(data),
+                                     "resolution": 32})
+    lora = open_data(cfg).example(0).pose_map
+    _, sampled = read_poses(str(data / "keypoints"), 32, 1)
+    sampled = ((sampled[0] + 1) * 127.5).round().to(torch.uint8)
+    for name, drawn in (("ddpm data", ddpm), ("lora data", lora), ("sampling", sampled)):
+        assert torch.equal(drawn.permute(1, 2, 0), torch.from_numpy(expected)), name
+    resized = np.asarray(Image.open(data / "conditioning" / "000000.png").resize((32, 32), Image.Resampling.BICUBIC))
+    assert not np.array_equal(resized, expected)  # drawn at 32 px, not a blurred 64 px map
+
+
+def test_one_thickness_rule_at_every_size():
+    from toolkit.pose import Person, Pose
+    from toolkit.pose.conditioning import draw_map, fit_pose
+
+    def limb_thickness(size: int) -> int:
+        body = np.zeros((18, 3))
+        body[1], body[2] = (0.3 * size, 0.5 * size, 1), (0.7 * size, 0.5 * size, 1)  # neck -> right shoulder
+        drawn = draw_map(Pose(size, size, [Person(body)]))
+        return int((drawn[:, size // 2].max(1) > 0).sum())  # rows lit in the column through the limb's middle
+
+    thickness = {size: limb_thickness(size) for size in (32, 64, 512, 1024)}
+    assert thickness[32] == thickness[64] == 3  # never thinner than 1 px either side
+    assert thickness[512] == 9 and thickness[1024] == 17  # controlnet_aux's 4 px at 512, in proportion above
+    wide = Pose(200, 100, [Person(np.tile([150.0, 50.0, 1.0], (18, 1)))])
+    fitted = fit_pose(wide, 50)  # short side to 50 px, centre crop: x 150 -> 75 - 25 = 50
+    assert (fitted.width, fitted.height) == (50, 50) and np.allclose(fitted.people[0].body[0], [50, 25, 1])

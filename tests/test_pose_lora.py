@@ -88,7 +88,7 @@ def trained(tiny, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("lora") / "run"
     flags = lora_flags(tiny, out, validation_steps=2, score_poses=True, hub_model_id="me/pose-lora", hub_dry_run=True,
-                       keep_best_pose_checkpoint=True)
+                       keep_best_pose_checkpoint=True, report_to="tensorboard")
     assert main(as_argv(flags)) == 0
     return out
 
@@ -139,7 +139,7 @@ def test_train_controlnet_too(tiny, tmp_path, mode):
     assert any(not torch.equal(unet_after[k], v) for k, v in unet_before.items())
     from toolkit.training.checkpoints import save_checkpoint
 
-    path = save_checkpoint(run.accelerator, tmp_path / "ckpt", 1, {}, None)
+    path = save_checkpoint(run.accelerator, tmp_path / "ckpt", 1, {}, total_limit=None)
     assert (path / ("controlnet_lora.safetensors" if mode == "lora" else "controlnet")).exists()
 
 
@@ -201,16 +201,16 @@ def test_reload_check_fails_loudly():
 
     trained, base = np.ones((1, 4, 4, 3)), np.zeros((1, 4, 4, 3))
     with pytest.raises(ReloadFailed, match="does not change the pipeline's output"):
-        check_reload(Pipe, lambda p: base, trained, base, Path("lora"))
+        check_reload(Pipe, lambda p: base, trained=trained, base=base, folder=Path("lora"))
     with pytest.raises(ReloadFailed, match="does not reproduce the trained output"):
-        check_reload(Pipe, lambda p: base + 0.1, trained, base, Path("lora"))
+        check_reload(Pipe, lambda p: base + 0.1, trained=trained, base=base, folder=Path("lora"))
 
     class Broken(Pipe):
         def load_lora_weights(self, folder, weight_name):
             raise ValueError("bad keys")
 
     with pytest.raises(ReloadFailed, match="does not load into a pipeline: bad keys"):
-        check_reload(Broken, lambda p: trained, trained, base, Path("lora"))
+        check_reload(Broken, lambda p: trained, trained=trained, base=base, folder=Path("lora"))
 
 
 def test_cached_and_uncached_batches_give_the_same_loss(tiny, tmp_path):
@@ -289,6 +289,18 @@ def test_run_folder_summary_card_and_validation(trained):
     staged = {p.name for p in (trained / "hub_upload").iterdir()}
     assert {"pytorch_lora_weights.safetensors", "pose_lora_kohya.safetensors", "README.md"} <= staged
     assert not (trained / "hub_upload" / "checkpoints").exists()
+    assert list((trained / "logs" / "train_pose_lora").rglob("events.out.tfevents.*"))  # logged under its own name
+
+
+def test_a_nan_loss_stops_with_the_shared_policy(tiny, tmp_path, monkeypatch):
+    from toolkit.lora.trainer import PoseLoraTrainer
+    from toolkit.training.loop import TrainingDiverged
+
+    real = PoseLoraTrainer.loss
+    monkeypatch.setattr(PoseLoraTrainer, "loss", lambda self, *args: real(self, *args) * float("nan"))
+    run, _ = build_run(lora_cfg(tiny, tmp_path / "run"))
+    with pytest.raises(TrainingDiverged, match="loss became nan at step 1: .*Last good checkpoint: none yet"):
+        train_step(run, 0)
 
 
 def test_validation_scores_poses(trained):

@@ -30,3 +30,19 @@ def test_same_seed_same_images(trained_run, tmp_path):
 def test_not_a_pipeline_is_a_clear_error(tmp_path, capsys):
     assert main(["--pipeline", str(tmp_path)]) == 2
     assert "not a saved pipeline" in capsys.readouterr().err
+
+
+def test_commands_refuse_each_others_options(trained_run, tmp_path, capsys):
+    out = tmp_path / "explicit"
+    assert main(["ddpm", "--pipeline", str(trained_run), "--num_images", "1", "--num_inference_steps", "2",
+                 "--output_dir", str(out)]) == 0
+    assert (out / "00000.png").is_file()  # the explicit command does what the bare form does
+    capsys.readouterr()
+    assert main(["ddpm", "--pipeline", str(trained_run), "--lora", "x"]) == 2
+    assert "--lora: an option of `toolkit.sample controlnet`, not of `toolkit.sample ddpm`" in capsys.readouterr().err
+    assert main(["--pipeline", str(trained_run), "--prompt", "a cat", "--guidance_scale=3"]) == 2  # no command
+    assert "--prompt, --guidance_scale: an option of `toolkit.sample controlnet`" in capsys.readouterr().err
+    assert main(["controlnet", "--pipeline", "sd", "--controlnet", "cn", "--poses", "p", "--batch_size", "4"]) == 2
+    err = capsys.readouterr().err
+    assert "--batch_size: an option of `toolkit.sample ddpm`, not of `toolkit.sample controlnet`" in err
+    assert "Traceback" not in err

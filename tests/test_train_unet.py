@@ -36,7 +36,8 @@ def test_run_leaves_pipeline_samples_logs_config_and_summary(trained_run):
     for name in ("model_index.json", UNET_FILE, "scheduler/scheduler_config.json", "config.yaml", "summary.json",
                  "samples/final.png", "samples/step_000002.png", "loss.png"):
         assert (out / name).is_file(), name
-    assert list((out / "logs").rglob("events.out.tfevents.*")), "no TensorBoard event file"
+    events = list((out / "logs" / "train_unet").rglob("events.out.tfevents.*"))
+    assert events, "no TensorBoard events under the trainer's name"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["steps_done"] == 4 and summary["images_per_second"] > 0 and summary["skipped_files"] == []
     assert np.isfinite(summary["smoothed_loss"])
@@ -89,11 +90,11 @@ def test_a_kill_during_save_leaves_the_previous_checkpoint_loadable(tmp_path, mo
     out = tmp_path / "run"
     real_save = loop.save_checkpoint
 
-    def dying_save(accelerator, root, step, state, limit):
+    def dying_save(accelerator, root, step, state, *, total_limit):
         if step == 4:  # simulate a kill in the middle of writing the second checkpoint
             accelerator.save_state(str(root / f".checkpoint-{step}.tmp"))
             raise KeyboardInterrupt
-        return real_save(accelerator, root, step, state, limit)
+        return real_save(accelerator, root, step, state, total_limit=total_limit)
 
     monkeypatch.setattr(loop, "save_checkpoint", dying_save)
     assert main(tiny_argv(out, max_train_steps=4, checkpointing_steps=2)) == 130

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     found, missing = pairs(Path(cfg.images), Path(cfg.poses))
     detector = MediaPipeDetector(MediaPipeOptions(flip_average=cfg.flip_average))
     faces = FaceChecker() if cfg.face_check else None
-    scores = [score_image(image.name, np.asarray(load_photo(image)), load_pose(pose), detector, faces)
+    scores = [score_image(image.name, np.asarray(load_photo(image)), load_pose(pose), detector, face_checker=faces)
               for image, pose in tqdm(found, desc="scoring poses")]
     summary = summarize(scores) | {"images_without_pose": missing}
     Path(cfg.output).write_text(json.dumps({"summary": summary, "images": [asdict(s) for s in scores]}, indent=2))

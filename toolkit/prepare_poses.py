@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     pose_filter = PoseFilter(cfg.joint_threshold, cfg.min_joints, cfg.min_mean_confidence)
     detector = {"min_detection_confidence": cfg.min_detection_confidence, "min_size": cfg.min_size,
                 "flip_average": cfg.flip_average, "person_crop": cfg.person_crop, "hands": cfg.hands}
-    report = prepare_poses(cfg.input_dir, cfg.output_dir, pose_filter, detector, cfg.num_workers)
+    report = prepare_poses(cfg.input_dir, cfg.output_dir, pose_filter=pose_filter, detector_options=detector,
+                           num_workers=cfg.num_workers)
     print(f"\nprepared {cfg.output_dir}:\n{report.table()}")
     return 0
 

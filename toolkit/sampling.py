@@ -44,7 +44,8 @@ def make_scheduler(name: str, train_config: dict, pixel_space: bool = True):
 
 @torch.no_grad()
 def denoise(unet: UNet2DModel, scheduler, noise: torch.Tensor, *, num_inference_steps: int,
-            generator: torch.Generator, progress: bool = False, conditioning: torch.Tensor | None = None) -> torch.Tensor:
+            generator: torch.Generator, progress: bool = False,
+            conditioning: torch.Tensor | None = None) -> torch.Tensor:
     """Run `scheduler` from `noise` (B, C, H, W) to images in [-1, 1]; `conditioning` (B, Cc, H, W) is concatenated
     to the model input at every step (pose-conditioned UNets)."""
     scheduler.set_timesteps(num_inference_steps, device=noise.device)

@@ -10,20 +10,10 @@ from __future__ import annotations
 
 import sys
 
-from toolkit.config import parse_config
-from toolkit.errors import cli_errors
 from toolkit.lora.config import PoseLoraConfig
+from toolkit.training.cli import command
 
-
-@cli_errors
-def main(argv: list[str] | None = None) -> int:
-    """Parse flags (and a recipe), train, check the saved LoRA, print the summary, and publish if asked."""
-    from toolkit.lora.trainer import PoseLoraTrainer
-    from toolkit.training.loop import run
-
-    cfg = parse_config(PoseLoraConfig, argv, description=__doc__.splitlines()[0])
-    return run(PoseLoraTrainer, cfg)
-
+main = command(PoseLoraConfig, "toolkit.lora.trainer:PoseLoraTrainer", __doc__)
 
 if __name__ == "__main__":
     sys.exit(main())

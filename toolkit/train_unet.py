@@ -8,20 +8,10 @@ from __future__ import annotations
 
 import sys
 
-from toolkit.config import parse_config
 from toolkit.ddpm.config import TrainUNetConfig
-from toolkit.errors import cli_errors
+from toolkit.training.cli import command
 
-
-@cli_errors
-def main(argv: list[str] | None = None) -> int:
-    """Parse flags (and a recipe), train, print the summary, and publish if asked."""
-    from toolkit.ddpm.trainer import DDPMTrainer
-    from toolkit.training.loop import run
-
-    cfg = parse_config(TrainUNetConfig, argv, description=__doc__.splitlines()[0])
-    return run(DDPMTrainer, cfg)
-
+main = command(TrainUNetConfig, "toolkit.ddpm.trainer:DDPMTrainer", __doc__)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     from toolkit.figures.dataset import write_dataset
 
     cfg = parse_config(FiguresConfig, argv, description=__doc__.splitlines()[0])
-    out = write_dataset(cfg.output_dir, cfg.num_images, cfg.resolution, cfg.seed, cfg.distortion)
+    out = write_dataset(cfg.output_dir, cfg.num_images, cfg.resolution, seed=cfg.seed, distortion=cfg.distortion)
     print(f"wrote {cfg.num_images} figures ({cfg.resolution} px, distortion {cfg.distortion}) to {out}")
     return 0
 

@@ -23,7 +23,7 @@ def caption(figure: Figure) -> str:
     return f"a person {labels['posture']}, arms {labels['arms']}, legs {labels['legs']}"
 
 
-def write_dataset(output_dir: str | Path, num_images: int, resolution: int, seed: int = 0,
+def write_dataset(output_dir: str | Path, num_images: int, resolution: int, *, seed: int = 0,
                   distortion: str = "none") -> Path:
     """Render `num_images` figures (image i from seed (seed, i)) into a dataset folder; returns its path."""
     out = Path(output_dir)

@@ -131,7 +131,7 @@ def _draw_head(draw: ImageDraw.ImageDraw, px: np.ndarray, skin, unit: float, vis
               width=max(1, round(r * 0.1)))
 
 
-def draw_figure(px: np.ndarray, strokes: list, rng: np.random.Generator, canvas: Image.Image, unit: float,
+def draw_figure(px: np.ndarray, strokes: list, rng: np.random.Generator, canvas: Image.Image, *, unit: float,
                 background_lightness: float, visible: np.ndarray | None = None) -> None:
     """Draw the body: torso, legs and shoes, arms and hands, head. `px` are the keypoints and `strokes` the limb
     segments in canvas pixels; `unit` is pixels per body unit; `visible` (18,) hides face points (default: all)."""
@@ -157,7 +157,7 @@ def draw_figure(px: np.ndarray, strokes: list, rng: np.random.Generator, canvas:
     _draw_head(draw, px, skin, unit, np.ones(18, dtype=bool) if visible is None else visible)
 
 
-def render_figure(seed: int, resolution: int, posture: str | None = None, distortion: str = "none",
+def render_figure(seed: int, resolution: int, *, posture: str | None = None, distortion: str = "none",
                   supersample: int = 2) -> Figure:
     """Render one figure, deterministic in `seed`, at `resolution` pixels, optionally with a planted distortion."""
     rng = np.random.default_rng(seed)
@@ -170,7 +170,7 @@ def render_figure(seed: int, resolution: int, posture: str | None = None, distor
         s.start, s.end = to_px(s.start), to_px(s.end)
     px = to_px(kp)
     canvas, lightness = _background(rng, big)
-    draw_figure(px, strokes, rng, canvas, unit, lightness)
+    draw_figure(px, strokes, rng, canvas, unit=unit, background_lightness=lightness)
     image = canvas.resize((resolution, resolution), Image.Resampling.LANCZOS) if supersample > 1 else canvas
     keypoints = np.concatenate([px / supersample, np.ones((18, 1))], axis=1)
     return Figure(image=image, keypoints=keypoints, labels=labels, distortion=planted)
@@ -186,7 +186,7 @@ def _crop_placement(points: np.ndarray, bottom: float, resolution: int):
     return lambda p: np.asarray(p) * scale + offset, scale
 
 
-def render_labelled(seed: int, resolution: int, supersample: int = 2, **fixed: str) -> Figure:
+def render_labelled(seed: int, resolution: int, *, supersample: int = 2, **fixed: str) -> Figure:
     """Render a figure from the labelled sampler (`attributes.py`): any view, framing, posture, arms and legs, with
     labels for pose-to-text. Keypoints hidden from the view or cut off by the framing get confidence 0."""
     rng = np.random.default_rng(seed)
@@ -201,7 +201,7 @@ def render_labelled(seed: int, resolution: int, supersample: int = 2, **fixed: s
         s.start, s.end = to_px(s.start), to_px(s.end)
     px = to_px(kp)
     canvas, lightness = _background(rng, big)
-    draw_figure(px, strokes, rng, canvas, unit, lightness, pose.visible)
+    draw_figure(px, strokes, rng, canvas, unit=unit, background_lightness=lightness, visible=pose.visible)
     image = canvas.resize((resolution, resolution), Image.Resampling.LANCZOS) if supersample > 1 else canvas
     inside = ((px >= 0) & (px < big)).all(1)
     keypoints = np.concatenate([px / supersample, (pose.visible & inside)[:, None].astype(float)], axis=1)

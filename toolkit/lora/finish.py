@@ -44,7 +44,7 @@ class LoraSummary(RunSummary):
                 ("reload check", "both formats load and reproduce the output" if self.reload else "-")]
 
 
-def finish(cfg: PoseLoraConfig, models: Models, val: ValidationSet, base_images: np.ndarray, out: Path,
+def finish(cfg: PoseLoraConfig, models: Models, val: ValidationSet, *, base_images: np.ndarray, out: Path,
            summary: LoraSummary) -> None:
     """Save the LoRA (diffusers + kohya) and a trained ControlNet, check that both files reload into a pipeline
     and reproduce the output, and export the ControlNet inference needs (main process only)."""
@@ -63,8 +63,8 @@ def finish(cfg: PoseLoraConfig, models: Models, val: ValidationSet, base_images:
         pipe.unload_lora_weights()
         return pipe
 
-    summary.reload = check_reload(without_lora, lambda p: generate(p, val, sampling, count), trained,
-                                  base_images[:count], out)
+    summary.reload = check_reload(without_lora, lambda p: generate(p, val, sampling, count), trained=trained,
+                                  base=base_images[:count], folder=out)
     print(f"reload check: {summary.reload}")
     given = cfg.train_controlnet == "no" and cfg.controlnet_model_name_or_path
     summary.controlnet = cfg.controlnet_model_name_or_path if given else str(export_controlnet(models.controlnet, out))

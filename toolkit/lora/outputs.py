@@ -121,7 +121,7 @@ def load_adapters(models, folder: Path, *, controlnet_mode: str) -> None:
     load_controlnet(models.controlnet, folder, controlnet_mode)
 
 
-def check_reload(make_pipeline, generate, trained: torch.Tensor, base: torch.Tensor, folder: Path) -> dict:
+def check_reload(make_pipeline, generate, *, trained: np.ndarray, base: np.ndarray, folder: Path) -> dict:
     """Load each saved format into a fresh pipeline; each must reproduce `trained` and differ from `base`.
 
     `make_pipeline()` builds a pipeline without adapters; `generate(pipe)` returns images (N, H, W, 3) float.

@@ -178,7 +178,7 @@ class PoseLoraTrainer(Trainer):
     def save(self, summary: RunSummary) -> None:
         """Both LoRA files, checked by reloading them, and the ControlNet inference needs."""
         summary.pose_scores = dict(self.scores)
-        finish(self.cfg, self.models, self.val, self.base_images, self.out, summary)
+        finish(self.cfg, self.models, self.val, base_images=self.base_images, out=self.out, summary=summary)
 
     def model_card(self, summary: RunSummary) -> CardInfo:
         return card_info(self.cfg, summary)

@@ -67,7 +67,7 @@ def _fraction(counts: tuple[int, int]) -> float | None:
     return counts[0] / counts[1] if counts[1] else None
 
 
-def score_image(name: str, image: np.ndarray, reference: Pose, detector, face_checker=None) -> ImageScore:
+def score_image(name: str, image: np.ndarray, reference: Pose, detector, *, face_checker=None) -> ImageScore:
     """Detect the pose in `image` and compare it with `reference` (rescaled to the image's size)."""
     h, w = image.shape[:2]
     ref = rescale(reference, w, h)
@@ -76,8 +76,8 @@ def score_image(name: str, image: np.ndarray, reference: Pose, detector, face_ch
     errors = limb_errors(ref, pred) if ref is not None and pred is not None else {"length": [], "angle": []}
     return ImageScore(
         name=name, detected=pred is not None,
-        pck_torso=_fraction(pck(ref, pred, 0.2, "torso")) if ref is not None else None,
-        pck_bbox=_fraction(pck(ref, pred, 0.1, "bbox")) if ref is not None else None,
+        pck_torso=_fraction(pck(ref, pred, alpha=0.2, norm="torso")) if ref is not None else None,
+        pck_bbox=_fraction(pck(ref, pred, alpha=0.1, norm="bbox")) if ref is not None else None,
         oks=oks(ref, pred) if ref is not None else 0.0,
         limb_length_error=_mean(errors["length"]),
         limb_angle_error=_mean(errors["angle"]),
@@ -108,6 +108,6 @@ def summarize(scores: list[ImageScore], face_threshold: float = 0.5) -> dict:
 
 def evaluate_fidelity(images: list[np.ndarray], references: list[Pose], detector, face_checker=None) -> dict:
     """Summary fidelity of generated `images` (RGB uint8) against their conditioning `references`."""
-    scores = [score_image(str(i), im, ref, detector, face_checker)
+    scores = [score_image(str(i), im, ref, detector, face_checker=face_checker)
               for i, (im, ref) in enumerate(zip(images, references, strict=True))]
     return summarize(scores)

@@ -34,7 +34,7 @@ def bbox_size(ref: np.ndarray, min_conf: float = 0.0) -> float | None:
     return float((pts.max(0) - pts.min(0)).max()) if len(pts) >= 2 else None
 
 
-def pck(ref: np.ndarray, pred: np.ndarray | None, alpha: float = 0.2, norm: str = "torso",
+def pck(ref: np.ndarray, pred: np.ndarray | None, *, alpha: float = 0.2, norm: str = "torso",
         min_conf: float = 0.0) -> tuple[int, int]:
     """(correct, total) joints: a predicted joint is correct within alpha x torso (or bbox) size of the reference."""
     ok = present(ref, min_conf)

@@ -146,7 +146,7 @@ def write_metadata(out_dir: Path, kept: list[tuple[str, str, str]]) -> None:
             f.write(json.dumps(row) + "\n")
 
 
-def prepare_poses(input_dir: str | Path, output_dir: str | Path, pose_filter: PoseFilter, detector_options: dict,
+def prepare_poses(input_dir: str | Path, output_dir: str | Path, *, pose_filter: PoseFilter, detector_options: dict,
                   num_workers: int = 2, progress: bool = True) -> PrepareReport:
     """Detect poses in every photo of `input_dir` and write the dataset folder; see the module docstring."""
     from tqdm.auto import tqdm

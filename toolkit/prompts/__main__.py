@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         _list(available(extra))
         return 0
     pose_text = _pose_text(cfg.pose) if cfg.pose else ""
-    pair = build_prompts(cfg.prompt, cfg.negative_prompt, cfg.preset, pose_text, load_tokenizer(cfg.tokenizer),
-                         cfg.on_overflow, extra)
+    pair = build_prompts(cfg.prompt, cfg.negative_prompt, cfg.preset, pose_text=pose_text,
+                         tokenizer=load_tokenizer(cfg.tokenizer), on_overflow=cfg.on_overflow, extra_presets=extra)
     if cfg.pose:
         print(f"pose:     {pose_text or '(no person found)'}")
     print(f"positive ({pair.positive_tokens}/{pair.budget} tokens): {pair.positive}")

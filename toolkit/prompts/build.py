@@ -77,7 +77,7 @@ def _warn_dropped(dropped: list[Term], budget: int) -> None:
 
 
 def build_prompts(prompt: str = "", negative_prompt: str = "", presets: list[str] | tuple[str, ...] = (DEFAULT_PRESET,),
-                  pose_text: str = "", tokenizer=None, on_overflow: Overflow = "chunk",
+                  *, pose_text: str = "", tokenizer=None, on_overflow: Overflow = "chunk",
                   extra_presets: dict[str, Preset] | None = None) -> PromptPair:
     """The positive prompt (user text, pose phrase, preset terms) and the negative one (user text, preset terms);
     with a tokenizer, counted and fitted to its budget by chunking or by dropping preset terms."""

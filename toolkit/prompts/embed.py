@@ -13,7 +13,7 @@ import torch
 from toolkit.prompts.syntax import to_compel
 
 
-def encode_prompts(tokenizer, text_encoder, prompts: list[str], negative_prompts: list[str] | None = None,
+def encode_prompts(tokenizer, text_encoder, prompts: list[str], negative_prompts: list[str] | None = None, *,
                    long_prompts: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
     """prompt_embeds (B, 77 * chunks, D) and negative_prompt_embeds of the same shape (None when no negatives);
     pass them to a diffusers pipeline as `prompt_embeds=` and `negative_prompt_embeds=`."""

@@ -48,7 +48,7 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(f.fileno())
 
 
-def save_checkpoint(accelerator, root: str | Path, step: int, state: dict, total_limit: int | None) -> Path:
+def save_checkpoint(accelerator, root: str | Path, step: int, state: dict, *, total_limit: int | None) -> Path:
     """Save Accelerate state plus `state` (JSON) as `root/checkpoint-{step}` atomically, then rotate."""
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)

@@ -121,6 +121,7 @@ def optimizer_step(trainer: Trainer, step: int, batch: StepBatch) -> dict[str, t
     results = {}
     for phase in trainer.phases:
         total, rounds = 0.0, len(batch.micro_batches)
+        phase.optimizer.zero_grad(set_to_none=True)  # drop gradients another phase's loss left on these params
         for i, micro in enumerate(batch.micro_batches):
             syncing = contextlib.ExitStack()
             if i < rounds - 1:  # all-reduce gradients only on the last round
@@ -176,7 +177,7 @@ def _loop(trainer: Trainer, step: int, summary: RunSummary) -> None:
         bar.set_postfix(loss=f"{summary.smoothed_loss:.4f}", img_s=f"{summary.last_rate:.3g}")
         if step % cfg.checkpointing_steps == 0 or step == trainer.total_steps:
             state = {"loss": summary.smoothed_loss, "loss_history": summary.loss_history, **trainer.state()}
-            save_checkpoint(acc, trainer.out / "checkpoints", step, state, cfg.checkpoints_total_limit)
+            save_checkpoint(acc, trainer.out / "checkpoints", step, state, total_limit=cfg.checkpoints_total_limit)
         if step % cfg.validation_steps == 0 and step != trainer.total_steps and acc.is_main_process:
             trainer.validate(step)
     bar.close()
@@ -227,3 +228,4 @@ def run(trainer_cls: type[Trainer], cfg: TrainingConfig) -> int:
             print(publish(card, cfg.output_dir, trainer.upload_files, repo_id=cfg.hub_model_id,
                           private=cfg.hub_private_repo, dry_run=cfg.hub_dry_run))
     return 0
+

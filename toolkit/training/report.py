@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.config import to_dict
+from toolkit.training.config import TrainingConfig
 
 
 @dataclass
@@ -101,7 +102,7 @@ def plot_loss(losses: list[float], path: Path) -> None:
     plt.close(fig)
 
 
-def init_trackers(accelerator, project_name: str, cfg) -> None:
+def init_trackers(accelerator, project_name: str, cfg: TrainingConfig) -> None:
     """Start TensorBoard/wandb under the trainer's name, with the config's scalar options as hyper-parameters."""
     hparams = {k: v for k, v in to_dict(cfg).items() if isinstance(v, (int, float, str, bool))}
     accelerator.init_trackers(project_name, config=hparams)
