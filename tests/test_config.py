@@ -111,3 +111,26 @@ def test_optional_values_can_be_cleared(tmp_path):
     recipe.write_text("snr_gamma: null\ncheckpoints_total_limit: 7\n")
     cfg = parse(["--config", str(recipe), "--checkpoints_total_limit", "none"])
     assert cfg.snr_gamma is None and cfg.checkpoints_total_limit is None
+
+
+@pytest.mark.parametrize("name", ["train_unet", "train_pose_lora"])
+def test_run_folders_written_before_the_shared_core_still_load(name):
+    """A config.yaml from a run of the earlier, separate configs reproduces that run's options exactly."""
+    import yaml
+
+    from toolkit.config import to_dict
+    from toolkit.ddpm.config import TrainUNetConfig
+    from toolkit.lora.config import PoseLoraConfig
+
+    path = RECIPES.parent / "tests" / "fixtures" / f"resolved_{name}_v0.yaml"
+    cls = TrainUNetConfig if name == "train_unet" else PoseLoraConfig
+    old = yaml.safe_load(path.read_text())
+    new = to_dict(parse_config(cls, ["--config", str(path)], name))
+    assert {k: new[k] for k in old} == old  # every old key, with its value (new options take their defaults)
+    required = {k: old[k] for k in ("pretrained_model_name_or_path", "train_data_dir")} if cls is PoseLoraConfig else {}
+    defaults = from_dict(cls, required)
+    if cls is PoseLoraConfig:  # max_train_steps now defaults to none, so that --num_epochs can take effect ...
+        from toolkit.training.runs import total_steps
+
+        assert defaults.max_train_steps is None and total_steps(defaults, 10, 1) == old.pop("max_train_steps") == 1000
+    assert {k: to_dict(defaults)[k] for k in old} == old  # ... and every other old default is unchanged

@@ -145,15 +145,16 @@ def test_one_thickness_rule_at_every_size():
     from toolkit.pose import Person, Pose
     from toolkit.pose.conditioning import draw_map, fit_pose
 
-    def limb_thickness(size: int) -> int:
+    def limb_thickness(size: int, wide: int = 1) -> int:
         body = np.zeros((18, 3))
         body[1], body[2] = (0.3 * size, 0.5 * size, 1), (0.7 * size, 0.5 * size, 1)  # neck -> right shoulder
-        drawn = draw_map(Pose(size, size, [Person(body)]))
+        drawn = draw_map(Pose(wide * size, size, [Person(body)]))
         return int((drawn[:, size // 2].max(1) > 0).sum())  # rows lit in the column through the limb's middle
 
     thickness = {size: limb_thickness(size) for size in (32, 64, 512, 1024)}
     assert thickness[32] == thickness[64] == 3  # never thinner than 1 px either side
     assert thickness[512] == 9 and thickness[1024] == 17  # controlnet_aux's 4 px at 512, in proportion above
+    assert limb_thickness(512, wide=3) == 9  # a wide photo's map follows its short side, as its training crop does
     wide = Pose(200, 100, [Person(np.tile([150.0, 50.0, 1.0], (18, 1)))])
     fitted = fit_pose(wide, 50)  # short side to 50 px, centre crop: x 150 -> 75 - 25 = 50
     assert (fitted.width, fitted.height) == (50, 50) and np.allclose(fitted.people[0].body[0], [50, 25, 1])

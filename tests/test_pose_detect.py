@@ -58,7 +58,8 @@ def test_prepare_poses_writes_a_dataset_folder_that_datasets_loads(tmp_path, ast
     assert (pose.width, pose.height) == (512, 512) and len(pose.people) == 1
     assert load_pose(out / "keypoints" / "empty.json").people == []
     ds = datasets.load_dataset("imagefolder", data_dir=str(out), split="train")
-    assert ds.num_rows == 1 and set(ds.column_names) == {"image", "conditioning_image", "text"}
+    assert ds.num_rows == 1 and set(ds.column_names) == {"image", "conditioning_image", "text", "joint_threshold"}
+    assert ds[0]["joint_threshold"] == 0.3  # what the maps were drawn with; trainers draw the same joints
     row = ds[0]
     assert row["text"] == "an astronaut in an orange suit" and row["conditioning_image"].size == (512, 512)
     assert np.asarray(row["conditioning_image"]).sum() > 0

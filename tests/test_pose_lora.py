@@ -390,6 +390,10 @@ def test_a_corrupt_image_is_skipped_and_counted(tiny, tmp_path):
                                     train_batch_size=8))
         loss, _ = train_step(run, 0)  # a batch of all 8 examples: 7 readable
         assert np.isfinite(loss)
+        with torch.no_grad():  # alone in its batch, the unreadable example is replaced by the next readable one
+            alone = micro_loss(run, [2], torch.Generator().manual_seed(1))
+            substitute = micro_loss(run, [3], torch.Generator().manual_seed(1))
+        torch.testing.assert_close(alone, substitute)  # never an empty batch: every process joins each all-reduce
         assert run.data.skipped == [str((data / "images" / "000002.png").resolve())]
         assert run.caches.skipped == ([2] if cached else [])
 

@@ -42,7 +42,10 @@ def test_commands_refuse_each_others_options(trained_run, tmp_path, capsys):
     assert "--lora: an option of `toolkit.sample controlnet`, not of `toolkit.sample ddpm`" in capsys.readouterr().err
     assert main(["--pipeline", str(trained_run), "--prompt", "a cat", "--guidance_scale=3"]) == 2  # no command
     assert "--prompt, --guidance_scale: an option of `toolkit.sample controlnet`" in capsys.readouterr().err
-    assert main(["controlnet", "--pipeline", "sd", "--controlnet", "cn", "--poses", "p", "--batch_size", "4"]) == 2
+    recipe = tmp_path / "sd.yaml"
+    recipe.write_text(f"controlnet: {tmp_path / 'no_controlnet'}\nlora: x\nposes: {tmp_path}\n")
+    assert main(["--config", str(recipe), "--pipeline", str(trained_run)]) == 2  # a recipe's keys pick the command
+    assert "could not load the pipeline or ControlNet" in capsys.readouterr().err
+    assert main(["ddpm", "--config", str(recipe), "--pipeline", str(trained_run)]) == 2  # ... and are checked too
     err = capsys.readouterr().err
-    assert "--batch_size: an option of `toolkit.sample ddpm`, not of `toolkit.sample controlnet`" in err
-    assert "Traceback" not in err
+    assert "--controlnet, --lora: an option of `toolkit.sample controlnet`" in err and "Traceback" not in err

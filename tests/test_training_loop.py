@@ -30,6 +30,7 @@ class ToyConfig(TrainingConfig):
     """A two-network toy: a generator maps noise to points, a critic scores them."""
 
     width: int = option(8, "hidden width")
+    n_critic: int = option(1, "critic steps per generator step")
     nan_at_call: int | None = option(None, "make the critic loss NaN at this call (tests the NaN policy)")
 
 
@@ -47,14 +48,15 @@ class ToyTrainer(Trainer):
         self.critic = torch.nn.Sequential(torch.nn.Linear(2, cfg.width), torch.nn.Tanh(), torch.nn.Linear(cfg.width, 1))
         self.total_steps, self.data_name, self.calls, self.validated = cfg.max_train_steps or 6, "toy points", 0, []
         self.ema = EMAModel(self.gen.parameters(), decay=0.9)
-        self.phases = [self._phase("critic", self.critic), self._phase("generator", self.gen, self.ema)]
+        self.phases = [self._phase("critic", self.critic),
+                       self._phase("generator", self.gen, self.ema, every=cfg.n_critic)]
 
-    def _phase(self, name, module, ema=None) -> Phase:
+    def _phase(self, name, module, ema=None, every=1) -> Phase:
         cfg, acc = self.cfg, self.accelerator
         optimizer = make_optimizer(list(module.parameters()), cfg.adamw)
         scheduler = make_lr_scheduler(cfg, optimizer, self.total_steps, acc.num_processes)
         module, optimizer, scheduler = acc.prepare(module, optimizer, scheduler)
-        return Phase(name, [module], list(module.parameters()), optimizer, scheduler, ema)
+        return Phase(name, [module], list(module.parameters()), optimizer, scheduler, ema, every=every)
 
     def batches(self, start_step: int) -> Iterator[StepBatch]:
         for step in range(start_step, self.total_steps):
@@ -169,3 +171,14 @@ def test_with_defaults_keeps_one_declaration():
         with_defaults(no_such_option=1)(type("Bad", (TrainingConfig,), {}))
     with pytest.raises(ConfigError, match="lr_scheduler"):
         with_defaults(lr_scheduler="sometimes")(type("Bad", (TrainingConfig,), {}))
+
+
+def test_a_phase_can_run_every_k_steps(tmp_path):
+    trainer, _ = build(ToyTrainer, toy(tmp_path / "run", n_critic=2))
+    batches = trainer.batches(0)
+    for step in range(2):
+        gen_before = [t.detach().clone() for t in trainer.phases[1].params]
+        results = optimizer_step(trainer, step, next(batches))
+        unchanged = all(torch.equal(a, b) for a, b in zip(gen_before, trainer.phases[1].params, strict=True))
+        assert set(results) == ({"critic", "generator"} if step == 0 else {"critic"})
+        assert unchanged == (step == 1)  # the generator trains on even steps only (n_critic = 2)

@@ -35,22 +35,26 @@ def option(default: Any, help: str, cli: bool = True) -> Any:
     return dataclasses.field(default=default, metadata=metadata)
 
 
-def with_defaults(**defaults: Any) -> Callable[[type[T]], type[T]]:
-    """Give inherited options other defaults in a subclass, keeping their type, help and place; put it under
-    @dataclass. Shared options are declared once, in the base config, whatever each trainer's default."""
+def with_defaults(help: dict[str, str] | None = None, **defaults: Any) -> Callable[[type[T]], type[T]]:
+    """Give inherited options other defaults (and, through `help`, other help texts) in a subclass, keeping their
+    type and place; put it under @dataclass. Shared options are declared once, in the base config, whatever each
+    trainer's default or wording."""
 
     def apply(cls: type[T]) -> type[T]:
-        inherited = {f.name: f for base in cls.__mro__[1:] if dataclasses.is_dataclass(base)
+        inherited = {f.name: f for base in reversed(cls.__mro__[1:]) if dataclasses.is_dataclass(base)
                      for f in dataclasses.fields(base)}
-        hints = typing.get_type_hints(cls.__mro__[1])
+        hints = typing.get_type_hints(cls)
         annotations = cls.__dict__.get("__annotations__", {})
-        for name, value in defaults.items():
+        for name in {**defaults, **(help or {})}:
             if name not in inherited:
                 raise TypeError(f"{cls.__name__}: with_defaults names {name!r}, which no base config declares")
+            field = inherited[name]
+            old = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+            value = defaults.get(name, old)
             _coerce(value, hints[name], f"{cls.__name__} default {name}")  # a wrong default fails at import
-            meta = inherited[name].metadata
+            text = (help or {}).get(name, field.metadata.get("help", ""))
             annotations[name] = hints[name]
-            setattr(cls, name, option(value, meta.get("help", ""), meta.get("cli", True)))
+            setattr(cls, name, option(value, text, field.metadata.get("cli", True)))
         cls.__annotations__ = annotations
         return cls
 

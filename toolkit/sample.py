@@ -15,8 +15,11 @@ from __future__ import annotations
 import dataclasses
 import sys
 
-from toolkit.config import parse_config
+from toolkit.config import load_yaml, parse_config
 from toolkit.errors import UserError, cli_errors
+
+COMMANDS = {"ddpm": "images from a train_unet.py pipeline, unconditional or from --poses",
+            "controlnet": "images from Stable Diffusion + ControlNet-OpenPose (+ --lora), from --poses"}
 
 
 def _commands() -> dict:
@@ -27,33 +30,46 @@ def _commands() -> dict:
     return {"ddpm": (DDPMSampleConfig, sample_ddpm), "controlnet": (ControlNetSampleConfig, sample_controlnet)}
 
 
-def _flags(cls: type) -> set[str]:
-    names = {f.name for f in dataclasses.fields(cls)}
-    return {f"--{n}" for n in names} | {f"--no-{n}" for n in names}
+def _names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls)}
+
+
+def _given(argv: list[str]) -> list[str]:
+    """Option names given as flags (`--lora`, `--no-center_crop`, `--lora=x`) or as keys of the --config recipe."""
+    names = [a.split("=")[0].removeprefix("--").removeprefix("no-") for a in argv if a.startswith("--")]
+    recipe = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
+    recipe = recipe or next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
+    return names + (list(load_yaml(recipe)) if recipe else [])
 
 
 def split_command(argv: list[str], commands: dict) -> tuple[str, list[str]]:
-    """The command (given first, or inferred from --controlnet) and the remaining flags; flags that belong only
-    to the other command are a one-line error naming them."""
-    if argv and argv[0] in commands:
+    """The command (given first, or inferred from --controlnet) and the remaining flags; options that belong only
+    to the other command, as flags or recipe keys, are a one-line error naming them."""
+    inferred = not (argv and argv[0] in commands)
+    if not inferred:
         command, argv = argv[0], argv[1:]
-    else:
-        command = "controlnet" if any(a.split("=")[0] == "--controlnet" for a in argv) else "ddpm"
-    own = _flags(commands[command][0])
-    foreign = [a.split("=")[0] for a in argv if a.startswith("--") and a.split("=")[0] not in own | {"--config"}]
+    given = _given(argv)
+    if inferred:
+        command = "controlnet" if "controlnet" in given else "ddpm"
+    own = _names(commands[command][0]) | {"config", "help"}
     for other, (cls, _) in commands.items():
-        wrong = [flag for flag in foreign if flag in _flags(cls)]
+        wrong = [f"--{name}" for name in dict.fromkeys(given) if name not in own and name in _names(cls)]
         if other != command and wrong:
+            hint = " (without a command, toolkit.sample is `ddpm` unless --controlnet is given)" if inferred else ""
             raise UserError(f"{', '.join(wrong)}: an option of `toolkit.sample {other}`, not of "
-                            f"`toolkit.sample {command}`")
+                            f"`toolkit.sample {command}`{hint}")
     return command, argv
 
 
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     """Pick the command, parse its flags (and a recipe), generate, and say what was written."""
-    commands = _commands()
-    command, argv = split_command(list(sys.argv[1:] if argv is None else argv), commands)
+    commands, argv = _commands(), list(sys.argv[1:] if argv is None else argv)
+    if argv in (["-h"], ["--help"]):  # no command: say what the commands are
+        print(__doc__.strip() + "\n\n" + "\n".join(f"  {name:<11} {text}" for name, text in COMMANDS.items())
+              + "\n\nTheir options: python -m toolkit.sample COMMAND --help")
+        return 0
+    command, argv = split_command(argv, commands)
     config_cls, sample = commands[command]
     cfg = parse_config(config_cls, argv, description=f"toolkit.sample {command}: {config_cls.__doc__}")
     print(sample(cfg))

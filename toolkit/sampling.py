@@ -105,11 +105,12 @@ class SampleConfig:
     num_images: int = option(16, "how many images to generate (with --poses: at most this many poses, in order)")
     num_inference_steps: int = option(20, "solver steps (20 for dpm/unipc, 50 for ddim, 1000 for ddpm)")
     scheduler: Literal["dpm", "unipc", "ddim", "ddpm"] = option("dpm", "sampler")
-    seed: int = option(0, "random seed; the same seed gives the same images")
+    seed: int = option(0, "random seed; the same seed and batch size give the same images")
+    batch_size: int = option(16, "images generated at once")
     resolution: int | None = option(None, "output size; defaults to the training resolution")
     output_dir: str | None = option(None, "where to write images and grid.png (default: PIPELINE/generated)")
 
-    POSITIVE = ("num_images", "num_inference_steps")
+    POSITIVE = ("num_images", "num_inference_steps", "batch_size")
 
     def __post_init__(self) -> None:
         for key in self.POSITIVE:

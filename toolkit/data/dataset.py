@@ -53,7 +53,8 @@ class TrainImages:
         """The item's pose map under `crop`: drawn from its keypoints when it has them, else its map image."""
         pose = self.source.keypoints(index)
         if pose is not None:  # sticks as thick as at the training resolution, also on a wider random-crop canvas
-            return draw_map(crop_pose(resize_pose(pose, size), crop), resolution=self.resolution)
+            return draw_map(crop_pose(resize_pose(pose, size), crop), resolution=self.resolution,
+                            threshold=self.source.joint_threshold(index))
         given = self.source.load_conditioning(index)
         if given.size != size:
             given = given.resize(size, Image.Resampling.BILINEAR)

@@ -1,7 +1,10 @@
 """Pose dataset folders, as `prepare_poses` and `toolkit.figures` write them, read the same way by both trainers.
 
-    DIR/metadata.jsonl   {"file_name", "conditioning_image_file_name", "text", ...} per example
+    DIR/metadata.jsonl   {"file_name", "conditioning_image_file_name", "text", "joint_threshold", ...} per example
     DIR/keypoints/<stem of the map>.json   OpenPose JSON of the example (optional)
+
+With keypoints, trainers draw the map from them (`toolkit.pose.conditioning`) at their own crop and resolution,
+showing the joints above the row's `joint_threshold` (prepare_poses writes the one it drew its maps with).
 
 Every path is joined with `safe_join`, so a row cannot point outside DIR.
 """
@@ -13,18 +16,21 @@ from pathlib import Path
 
 from toolkit.errors import UserError
 from toolkit.images import read_metadata, safe_join
+from toolkit.pose.draw import DEFAULT_THRESHOLD
 
 WRITERS = "python -m toolkit.prepare_poses or python -m toolkit.figures"
 
 
 @dataclass(frozen=True)
 class PoseRecord:
-    """One example of a pose folder: its image, its pose map, its caption and its keypoint file (or None)."""
+    """One example of a pose folder: its image, its pose map, its caption, its keypoint file (or None) and the
+    confidence above which its joints are drawn."""
 
     image: Path
     conditioning: Path
     text: str
     keypoints: Path | None
+    threshold: float = DEFAULT_THRESHOLD
 
 
 def read_pose_folder(root: str | Path) -> list[PoseRecord]:
@@ -39,8 +45,11 @@ def read_pose_folder(root: str | Path) -> list[PoseRecord]:
     for row in read_metadata(metadata, "file_name", "conditioning_image_file_name"):
         conditioning = safe_join(root, row["conditioning_image_file_name"])
         keypoints = safe_join(root, f"keypoints/{conditioning.stem}.json")
+        threshold = row.get("joint_threshold", DEFAULT_THRESHOLD)
+        if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
+            raise UserError(f"{metadata}: joint_threshold must be a number in [0, 1], got {threshold!r}")
         records.append(PoseRecord(safe_join(root, row["file_name"]), conditioning, str(row.get("text", "")),
-                                  keypoints if keypoints.is_file() else None))
+                                  keypoints if keypoints.is_file() else None, float(threshold)))
     if not records:
         raise UserError(f"{metadata} lists no examples")
     return records

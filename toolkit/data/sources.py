@@ -16,20 +16,23 @@ from PIL import Image
 from toolkit.data.folders import read_pose_folder
 from toolkit.errors import UserError
 from toolkit.images import list_image_files, load_rgb, to_rgb
+from toolkit.pose.draw import DEFAULT_THRESHOLD
 from toolkit.pose.keypoints import Pose, load_pose
 
 
 class ImageSource(Protocol):
     """Anything with a length, a name per item and a loader that returns a PIL image (or raises DECODE_ERRORS).
 
-    `keypoints` returns the item's pose when it has one (the map is then drawn from it); otherwise
-    `load_conditioning` returns its pose-map image (UserError for sources without pose maps).
+    `keypoints` returns the item's pose when it has one (the map is then drawn from it, showing joints above
+    `joint_threshold`); otherwise `load_conditioning` returns its pose-map image (UserError for sources without
+    pose maps).
     """
 
     def __len__(self) -> int: ...
     def name(self, index: int) -> str: ...
     def load(self, index: int) -> Image.Image: ...
     def keypoints(self, index: int) -> Pose | None: ...
+    def joint_threshold(self, index: int) -> float: ...
     def load_conditioning(self, index: int) -> Image.Image: ...
 
 
@@ -43,6 +46,7 @@ class FolderSource:
     files: list[Path]
     conditioning: list[Path] | None = None
     keypoint_files: list[Path | None] | None = None
+    thresholds: list[float] | None = None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -56,6 +60,9 @@ class FolderSource:
     def keypoints(self, index: int) -> Pose | None:
         path = self.keypoint_files[index] if self.keypoint_files else None
         return load_pose(path) if path is not None else None
+
+    def joint_threshold(self, index: int) -> float:
+        return self.thresholds[index] if self.thresholds else DEFAULT_THRESHOLD
 
     def load_conditioning(self, index: int) -> Image.Image:
         if self.conditioning is None:
@@ -83,6 +90,9 @@ class HubDatasetSource:
     def keypoints(self, index: int) -> Pose | None:
         return None
 
+    def joint_threshold(self, index: int) -> float:
+        return DEFAULT_THRESHOLD
+
     def load_conditioning(self, index: int) -> Image.Image:
         if self.conditioning_column is None:
             raise UserError(NO_POSE_MAPS)
@@ -108,6 +118,9 @@ class FiguresSource:
 
     def keypoints(self, index: int) -> Pose:
         return self._figure(index).pose
+
+    def joint_threshold(self, index: int) -> float:
+        return DEFAULT_THRESHOLD
 
     def load_conditioning(self, index: int) -> Image.Image:
         return self._figure(index).conditioning()
@@ -135,7 +148,7 @@ def open_source(*, train_data_dir: str | None, dataset_name: str | None, dataset
         if conditioning_column:
             records = read_pose_folder(train_data_dir)
             return FolderSource([r.image for r in records], [r.conditioning for r in records],
-                                [r.keypoints for r in records]), str(train_data_dir)
+                                [r.keypoints for r in records], [r.threshold for r in records]), str(train_data_dir)
         files = list_image_files(train_data_dir)
         if not files:
             raise UserError(f"no image files found in {train_data_dir}")

@@ -25,7 +25,13 @@ class Stage:
 @dataclass
 @with_defaults(resolution=32, random_flip=True, learning_rate=1e-3, lr_scheduler="cosine", lr_warmup_steps=100,
                adam_beta1=0.95, adam_weight_decay=1e-6, prediction_type="epsilon", snr_gamma=5.0,
-               validation_scheduler="dpm", output_dir="runs/ddpm-figures")
+               validation_scheduler="dpm", output_dir="runs/ddpm-figures", help={
+                   "train_data_dir": "folder of images (searched recursively) or an imagefolder with metadata.jsonl; "
+                                     "with pose maps, a prepare_poses / toolkit.figures folder",
+                   "random_flip": "random horizontal flip (off with pose maps: a mirrored map swaps left and right)",
+                   "learning_rate": "peak learning rate of AdamW (1e-3 suits the small preset; 1e-4 larger ones)",
+                   "output_dir": "where the pipeline, samples, logs and checkpoints go",
+                   "hub_model_id": "repository id, e.g. user/ddpm-portraits"})
 class TrainUNetConfig(DiffusionConfig):
     """Options of `toolkit/train_unet.py`; names follow diffusers' train_unconditional.py where one exists."""
 

@@ -10,7 +10,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from toolkit.config import option
 from toolkit.ddpm.pipeline import PoseDDPMPipeline, pose_tensor
 from toolkit.errors import UserError
 from toolkit.images import IMAGE_EXTENSIONS, load_rgb
@@ -20,11 +19,7 @@ from toolkit.sampling import SampleConfig, generate, make_grid, make_scheduler
 
 @dataclass
 class DDPMSampleConfig(SampleConfig):
-    """Options of `python -m toolkit.sample ddpm`."""
-
-    batch_size: int = option(16, "images generated at once")
-
-    POSITIVE = SampleConfig.POSITIVE + ("batch_size",)
+    """Options of `python -m toolkit.sample ddpm`: --pipeline is a train_unet.py output folder."""
 
 
 def load_pipeline(path: str):

@@ -22,7 +22,7 @@ class DDPMSummary(RunSummary):
     def output_rows(self) -> list[tuple[str, str]]:
         """The pipeline and its samples."""
         out = Path(self.output_dir)
-        return [("pipeline", f"{out} (python -m toolkit.sample --pipeline {out})"), ("samples", self.samples)]
+        return [("pipeline", f"{out} (python -m toolkit.sample ddpm --pipeline {out})"), ("samples", self.samples)]
 
 
 def save_unet(unet: UNet2DModel, ema: EMAModel | None, folder: Path) -> None:

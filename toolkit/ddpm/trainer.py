@@ -25,13 +25,7 @@ from toolkit.ddpm.outputs import DDPMSummary, load_unet, save_pipeline, save_une
 from toolkit.hub import CardInfo
 from toolkit.sampling import generate, make_grid, make_scheduler
 from toolkit.training.loop import Phase, StepBatch, Trainer
-from toolkit.training.losses import (
-    pose_pixel_weights,
-    sample_noise,
-    snr_weights,
-    training_target,
-    weighted_mse,
-)
+from toolkit.training.losses import diffusion_loss
 from toolkit.training.report import RunSummary, log_images
 from toolkit.training.runs import ema_weights, enable_xformers, make_lr_scheduler, make_optimizer, total_steps
 
@@ -145,19 +139,17 @@ class DDPMTrainer(Trainer):
 
     def loss(self, phase: Phase, micro_batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """The weighted diffusion loss of images (B, 3, R, R), or (B, 6, R, R) with pose maps, in [-1, 1]."""
-        cfg, sched = self.cfg, self.noise_scheduler
+        cfg = self.cfg
         batch = micro_batch.to(self.accelerator.device)
         x0, maps = batch[:, :3], batch[:, 3:]  # images (B, 3, R, R); pose maps (B, 3 or 0, R, R)
-        noise = sample_noise(x0.shape, cfg.noise_offset, generator, x0.device)
-        timesteps = torch.randint(0, sched.config.num_train_timesteps, (x0.shape[0],), generator=generator)
-        timesteps = timesteps.to(x0.device)
-        noisy = sched.add_noise(x0, noise, timesteps)
-        if cfg.conditioning == "pose":
-            noisy = torch.cat([noisy, maps], dim=1)  # (B, 6, R, R)
-        pred = self.unet(noisy, timesteps).sample  # autocast applied by Accelerate's prepared forward
-        target = training_target(sched, x0, noise, timesteps)
-        weights = pose_pixel_weights(maps, x0.shape[-2:], cfg.pose_loss_weight) if cfg.pose_loss_weight else None
-        return weighted_mse(pred, target, snr_weights(sched, timesteps, cfg.snr_gamma), weights)
+
+        def predict(noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            if cfg.conditioning == "pose":
+                noisy = torch.cat([noisy, maps], dim=1)  # (B, 6, R, R): the map rides along as input channels
+            return self.unet(noisy, timesteps).sample  # autocast applied by Accelerate's prepared forward
+
+        return diffusion_loss(predict, self.noise_scheduler, x0, generator=generator, noise_offset=cfg.noise_offset,
+                              snr_gamma=cfg.snr_gamma, pose_maps=maps, pose_loss_weight=cfg.pose_loss_weight)
 
     def validate(self, step: int, name: str | None = None) -> Path:
         """Sample a grid with the EMA weights and the fast validation solver; save it as PNG and log it."""
@@ -173,8 +165,7 @@ class DDPMTrainer(Trainer):
             images = generate(unet, scheduler, count, num_inference_steps=cfg.num_inference_steps, seed=cfg.seed,
                               resolution=self.resolution, conditioning=maps)  # (N, H, W, 3) uint8
         unet.train()
-        path = self.out / "samples" / f"{name or f'step_{step:06d}'}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.samples_path(step, name)
         if maps is not None:  # pose | sample pairs, side by side
             poses = ((maps + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
             images = np.stack([im for pair in zip(poses, images, strict=True) for im in pair])

@@ -1,4 +1,5 @@
-"""Synthetic human figures with ground-truth OpenPose-18 keypoints, planted distortions and an analytic parser."""
+"""Synthetic human figures with ground-truth OpenPose-18 keypoints and planted distortions (toolkit.anatomy judges
+them)."""
 
 from toolkit.figures.prior import DISTORTIONS, LIMBS, POSTURES, SEGMENTS, sample_pose
 from toolkit.figures.render import Figure, render_figure, render_labelled

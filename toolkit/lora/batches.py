@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from toolkit.errors import UserError
 from toolkit.lora.data import Example, PoseData
 from toolkit.prompts.captions import shuffle_tags
 
@@ -70,6 +71,8 @@ def build_caches(data: PoseData, models, *, latents: bool, texts: bool, device, 
                 image, pose_map = _view(example, flipped)
                 mean, std = latent_stats(models.vae, image[None], device, dtype)
                 caches.latents[(i, flipped)] = (mean[0], std[0], _png(pose_map))
+        if not caches.latents:
+            raise UserError(f"none of the {len(data)} training examples can be read (first: {data.skipped[0]})")
     if texts:
         captions = sorted({data.caption(i) for i in range(len(data))} | {""})
         caches.texts = {}
@@ -98,30 +101,26 @@ class Batch:
 
 
 def make_batch(data: PoseData, models, caches: Caches, indices: list[int], generator: torch.Generator, *, device,
-               dtype) -> Batch | None:
-    """The micro-batch of `indices`; unreadable examples are left out (None when none is left)."""
-    picks = []
+               dtype) -> Batch:
+    """The micro-batch of `indices`. An unreadable example is replaced by the next readable one, so that a batch is
+    never empty (every process takes part in every all-reduce) and stays a pure function of the step."""
+    slots = []
     for i in indices:  # draws in a fixed order: flip, then dropout
-        flip = bool(torch.rand((), generator=generator) < 0.5) and data.can_flip(i)
-        drop = bool(torch.rand((), generator=generator) < data.captions.dropout)
-        picks.append((i, flip, drop))
-    picks = [p for p in picks if not (caches.latents is not None and (p[0], p[1]) not in caches.latents)]
+        coin = bool(torch.rand((), generator=generator) < 0.5)
+        slots.append((i, coin, bool(torch.rand((), generator=generator) < data.captions.dropout)))
     stats, maps, captions, pixels = [], [], [], []
-    for i, flip, drop in picks:
+    for i, coin, drop in slots:
+        j, example = _readable(data, caches, i)
+        flip = coin and data.can_flip(j)
         if caches.latents is not None:
-            mean, std, png = caches.latents[(i, flip)]
+            mean, std, png = caches.latents[(j, flip)]
             stats.append((mean, std))
             maps.append(_unpng(png))
         else:
-            example = data.example(i)
-            if example is None:  # listed in data.skipped
-                continue
             image, pose_map = _view(example, flip)
             pixels.append(image)
             maps.append(pose_map)
-        captions.append("" if drop else _caption(data, i, generator))
-    if not maps:
-        return None
+        captions.append("" if drop else _caption(data, j, generator))
     if caches.latents is None:
         mean, std = latent_stats(models.vae, torch.stack(pixels), device, dtype)
         stats = list(zip(mean, std, strict=True))
@@ -133,6 +132,19 @@ def make_batch(data: PoseData, models, caches: Caches, indices: list[int], gener
         embeddings = encode_captions(models.tokenizer, models.text_encoder, captions, device)
     pose_maps = torch.stack(maps).float() / 255.0  # (B, 3, R, R) in [0, 1], as ControlNets are trained
     return Batch(latents.to(device), pose_maps.to(device), embeddings.to(device))
+
+
+def _readable(data: PoseData, caches: Caches, index: int) -> tuple[int, Example | None]:
+    """`index`, or the next example after it (cyclically) that can be read, with its decoded Example when latents
+    are not cached; unreadable ones are listed in `data.skipped`."""
+    for offset in range(len(data)):
+        j = (index + offset) % len(data)
+        if caches.latents is not None:
+            if (j, False) in caches.latents:
+                return j, None
+        elif (example := data.example(j)) is not None:
+            return j, example
+    raise UserError(f"none of the {len(data)} training examples can be read (first: {data.skipped[0]})")
 
 
 def _caption(data: PoseData, index: int, generator: torch.Generator) -> str:

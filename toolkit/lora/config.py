@@ -30,8 +30,22 @@ class AdapterSpec:
 
 
 @dataclass
-@with_defaults(train_batch_size=1, max_train_steps=1000, validation_steps=100, num_validation_images=4,
-               checkpointing_steps=500, output_dir="runs/pose-lora", hub_license="creativeml-openrail-m")
+@with_defaults(train_batch_size=1, validation_steps=100, num_validation_images=4, checkpointing_steps=500,
+               output_dir="runs/pose-lora", hub_license="creativeml-openrail-m", help={
+                   "train_data_dir": "a prepare_poses / toolkit.figures folder (images/, conditioning/, keypoints/, "
+                                     "metadata.jsonl)",
+                   "resolution": "training resolution in pixels (square; a multiple of 8)",
+                   "center_crop": "centre crop after resizing the short side; --no-center_crop crops randomly (one "
+                                  "fixed crop per image, so that cached latents and pose maps agree)",
+                   "random_flip": "horizontal flips, left/right aware: the pose map is re-drawn from mirrored "
+                                  "keypoints (examples without keypoints are never flipped)",
+                   "mixed_precision": "frozen weights in this dtype, LoRA weights in fp32; auto: bf16 on native-bf16 "
+                                      "CPUs, bf16/fp16 on CUDA",
+                   "pose_loss_weight": "pose-weighted loss at latent resolution: weight 1 + lambda x limb mask",
+                   "num_validation_images": "poses in each validation grid",
+                   "output_dir": "where the LoRA, samples, logs and checkpoints go",
+                   "hub_model_id": "repository id, e.g. user/pose-lora",
+                   "hub_license": "license in the model card (SD 1.5's)"})
 class PoseLoraConfig(DiffusionConfig):
     """Options of `toolkit/train_pose_lora.py`."""
 

@@ -25,6 +25,7 @@ from toolkit.errors import UserError
 from toolkit.images import DECODE_ERRORS, apply_crop, load_rgb, plan_crop, to_rgb
 from toolkit.lora.config import PoseLoraConfig
 from toolkit.pose.conditioning import crop_pose, draw_map, resize_pose
+from toolkit.pose.draw import DEFAULT_THRESHOLD
 from toolkit.pose.keypoints import Pose, flip_pose, load_pose
 from toolkit.prompts.captions import CaptionConfig, render
 from toolkit.prompts.pose_text import pose_phrase
@@ -39,6 +40,7 @@ class Row:
     load_map: Callable[[], Image.Image]
     caption: str
     keypoints: Pose | None = None
+    threshold: float = DEFAULT_THRESHOLD  # joints are drawn above this confidence
 
 
 @dataclass
@@ -55,7 +57,8 @@ class Example:
 def folder_rows(root: str | Path) -> list[Row]:
     """Rows of a prepare_poses / toolkit.figures folder; paths may not leave the folder."""
     return [Row(str(r.image), lambda p=r.image: load_rgb(p), lambda p=r.conditioning: load_rgb(p), r.text,
-                load_pose(r.keypoints) if r.keypoints is not None else None) for r in read_pose_folder(root)]
+                load_pose(r.keypoints) if r.keypoints is not None else None, r.threshold)
+            for r in read_pose_folder(root)]
 
 
 def dataset_rows(dataset, image_column: str, conditioning_column: str, caption_column: str) -> list[Row]:
@@ -112,8 +115,8 @@ class PoseData:
             return Example(image_u8, to_tensor(apply_crop(pose_map.resize(image.size), crop)), None,
                            self.caption(index))
         pose = crop_pose(resize_pose(row.keypoints, image.size), crop)
-        flipped = to_tensor(draw_map(flip_pose(pose))) if self.flips else None
-        return Example(image_u8, to_tensor(draw_map(pose)), flipped, self.caption(index))
+        flipped = to_tensor(draw_map(flip_pose(pose), threshold=row.threshold)) if self.flips else None
+        return Example(image_u8, to_tensor(draw_map(pose, threshold=row.threshold)), flipped, self.caption(index))
 
 
 def open_data(cfg: PoseLoraConfig) -> PoseData:

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -82,14 +81,18 @@ def sample_controlnet(cfg: ControlNetSampleConfig) -> str:
     out = Path(cfg.output_dir or Path(lora_dir or cfg.pipeline) / "generated")
     (out / "poses").mkdir(parents=True, exist_ok=True)
     images = []
-    for i, name in enumerate(poses.names):
-        embeds, negative = encode_prompts(pipe.tokenizer, pipe.text_encoder, [poses.prompts[i]], [poses.negative])
-        image = pipe(prompt_embeds=embeds.to(pipe.unet.dtype), negative_prompt_embeds=negative.to(pipe.unet.dtype),
-                     image=Image.fromarray(poses.maps[i]), num_inference_steps=cfg.num_inference_steps,
-                     guidance_scale=cfg.guidance_scale, height=resolution, width=resolution,
-                     generator=torch.Generator().manual_seed(cfg.seed + i)).images[0]
+    for start in range(0, len(poses.names), cfg.batch_size):
+        chunk = range(start, min(start + cfg.batch_size, len(poses.names)))
+        embeds, negative = encode_prompts(pipe.tokenizer, pipe.text_encoder, [poses.prompts[i] for i in chunk],
+                                          [poses.negative])
+        dtype = pipe.unet.dtype
+        images += pipe(prompt_embeds=embeds.to(dtype), negative_prompt_embeds=negative.to(dtype),
+                       image=[Image.fromarray(poses.maps[i]) for i in chunk],
+                       num_inference_steps=cfg.num_inference_steps, guidance_scale=cfg.guidance_scale,
+                       height=resolution, width=resolution,
+                       generator=[torch.Generator().manual_seed(cfg.seed + i) for i in chunk]).images  # i: seed + i
+    for image, name, pose in zip(images, poses.names, poses.poses, strict=True):
         image.save(out / f"{name}.png")
-        save_pose(poses.poses[i], out / "poses" / f"{name}.json")
-        images.append(np.asarray(image))
+        save_pose(pose, out / "poses" / f"{name}.json")
     make_grid(images).save(out / "grid.png")
     return f"wrote {len(images)} images, their poses and {out / 'grid.png'} (prompt: {poses.prompts[0]!r})"

@@ -40,13 +40,7 @@ from toolkit.lora.validation import (
     validation_set,
 )
 from toolkit.training.loop import Phase, StepBatch, Trainer
-from toolkit.training.losses import (
-    pose_pixel_weights,
-    sample_noise,
-    snr_weights,
-    training_target,
-    weighted_mse,
-)
+from toolkit.training.losses import diffusion_loss
 from toolkit.training.precision import weight_dtype
 from toolkit.training.report import RunSummary, log_images
 from toolkit.training.runs import make_lr_scheduler, make_optimizer, total_steps
@@ -111,29 +105,25 @@ class PoseLoraTrainer(Trainer):
             yield StepBatch([batch_indices(len(self.data), cfg.train_batch_size, cfg.seed, n) for n in numbers],
                             cfg.train_batch_size * accum * world)
 
-    def loss(self, phase: Phase, micro_batch: list[int], generator: torch.Generator) -> torch.Tensor | None:
-        """The (pose-weighted) diffusion loss of the examples `micro_batch`; None when none could be read."""
-        cfg, sched, device, dtype = self.cfg, self.models.noise_scheduler, self.accelerator.device, self.weight_dtype
+    def loss(self, phase: Phase, micro_batch: list[int], generator: torch.Generator) -> torch.Tensor:
+        """The (pose-weighted) diffusion loss of the examples `micro_batch` (unreadable ones replaced)."""
+        cfg, device, dtype = self.cfg, self.accelerator.device, self.weight_dtype
         batch = make_batch(self.data, self.models, self.caches, micro_batch, generator, device=device, dtype=dtype)
-        if batch is None:
-            return None
-        latents = batch.latents  # (B, 4, h, w), scaled
-        noise = sample_noise(latents.shape, cfg.noise_offset, generator, device)
-        timesteps = torch.randint(0, sched.config.num_train_timesteps, (latents.shape[0],), generator=generator)
-        timesteps = timesteps.to(device)
-        noisy = sched.add_noise(latents, noise, timesteps).to(dtype)
         text, maps = batch.embeddings.to(dtype), batch.pose_maps.to(dtype)
-        with self.accelerator.autocast():
-            down, mid = self.controlnet(noisy, timesteps, encoder_hidden_states=text, controlnet_cond=maps,
-                                        return_dict=False)
-            pred = self.unet(noisy, timesteps, encoder_hidden_states=text,
-                             down_block_additional_residuals=[d.to(dtype) for d in down],
-                             mid_block_additional_residual=mid.to(dtype)).sample  # (B, 4, h, w)
-        target = training_target(sched, latents, noise, timesteps)
-        pixel_weights = None
-        if cfg.pose_loss_weight:  # the limb mask of the pose map, pooled to latent resolution
-            pixel_weights = pose_pixel_weights(batch.pose_maps * 2 - 1, latents.shape[-2:], cfg.pose_loss_weight)
-        return weighted_mse(pred, target, snr_weights(sched, timesteps, cfg.snr_gamma), pixel_weights)
+
+        def predict(noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+            noisy = noisy.to(dtype)
+            with self.accelerator.autocast():
+                down, mid = self.controlnet(noisy, timesteps, encoder_hidden_states=text, controlnet_cond=maps,
+                                            return_dict=False)
+                return self.unet(noisy, timesteps, encoder_hidden_states=text,
+                                 down_block_additional_residuals=[d.to(dtype) for d in down],
+                                 mid_block_additional_residual=mid.to(dtype)).sample  # (B, 4, h, w)
+
+        # the limb mask of the pose map ([0, 1], as ControlNets take it) weights the loss at latent resolution
+        return diffusion_loss(predict, self.models.noise_scheduler, batch.latents, generator=generator,
+                              noise_offset=cfg.noise_offset, snr_gamma=cfg.snr_gamma,
+                              pose_maps=batch.pose_maps * 2 - 1, pose_loss_weight=cfg.pose_loss_weight)
 
     def _adapters(self, enabled: bool) -> None:
         """Switch the LoRA adapters (UNet, and ControlNet when it carries some) on or off."""
@@ -154,8 +144,7 @@ class PoseLoraTrainer(Trainer):
             if self.detector is not None:
                 self.scores["base"] = pose_scores(self.base_images, self.val.poses, self.detector)
         self.models.unet.train()
-        path = self.out / "samples" / f"{name or f'step_{step:06d}'}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path = self.samples_path(step, name)
         grid = validation_grid(self.val, self.base_images, lora)
         grid.save(path)
         log_images(acc, np.asarray(grid)[None], step)

@@ -16,6 +16,7 @@ from toolkit.lora.config import PoseLoraConfig
 from toolkit.lora.data import PoseData
 from toolkit.lora.models import Models
 from toolkit.pose.conditioning import draw_map, fit_pose
+from toolkit.pose.draw import DEFAULT_THRESHOLD
 from toolkit.pose.keypoints import Pose, load_pose
 from toolkit.prompts import build_prompts, pose_phrase
 from toolkit.prompts.embed import encode_prompts
@@ -50,11 +51,13 @@ class Sampling:
 
 
 def pose_set(named: list[tuple[str, Pose]], resolution: int, *, prompt: str, presets: list[str], tokenizer,
-             negative: str = "") -> ValidationSet:
-    """Named poses fitted to `resolution` (short side, centre crop, as the data is), drawn, and turned into
-    prompts: the prompt, the pose phrase and the presets' positive terms; the presets' negatives."""
+             negative: str = "", thresholds: list[float] | None = None) -> ValidationSet:
+    """Named poses fitted to `resolution` (short side, centre crop, as the data is), drawn (joints above their
+    threshold), and turned into prompts: the prompt, the pose phrase and the presets' positive terms; the presets'
+    negatives."""
     poses = [fit_pose(p, resolution) for _, p in named]
-    maps = np.stack([draw_map(p) for p in poses])  # (N, R, R, 3) uint8
+    thresholds = thresholds or [DEFAULT_THRESHOLD] * len(poses)
+    maps = np.stack([draw_map(p, threshold=t) for p, t in zip(poses, thresholds, strict=True)])  # (N, R, R, 3)
     pairs = [build_prompts(prompt, negative, presets, pose_text=pose_phrase([p.body for p in pose.people]),
                            tokenizer=tokenizer) for pose in poses]
     return ValidationSet([n for n, _ in named], maps, poses, [p.positive for p in pairs], pairs[0].negative)
@@ -66,14 +69,14 @@ def validation_set(cfg: PoseLoraConfig, data: PoseData, tokenizer) -> Validation
         files = sorted(Path(cfg.validation_poses).glob("*.json"))[: cfg.num_validation_images]
         if not files:
             raise UserError(f"validation_poses: no OpenPose JSON files in {cfg.validation_poses}")
-        named = [(f.stem, load_pose(f)) for f in files]
+        named, thresholds = [(f.stem, load_pose(f)) for f in files], None
     else:
-        named = [(Path(r.name).stem, r.keypoints) for r in data.rows if r.keypoints is not None]
-        named = named[: cfg.num_validation_images]
-        if not named:
+        rows = [r for r in data.rows if r.keypoints is not None][: cfg.num_validation_images]
+        if not rows:
             raise UserError("no training example has keypoints: pass --validation_poses DIR (OpenPose JSON)")
+        named, thresholds = [(Path(r.name).stem, r.keypoints) for r in rows], [r.threshold for r in rows]
     return pose_set(named, cfg.resolution, prompt=cfg.validation_prompt, presets=cfg.validation_preset,
-                    tokenizer=tokenizer)
+                    tokenizer=tokenizer, thresholds=thresholds)
 
 
 def make_pipeline(models: Models, scheduler: str):

@@ -4,7 +4,7 @@ Both trainers, validation, sampling, the figures and prepare_poses draw maps wit
 same wherever it is drawn. The one thickness rule: sticks are as thick relative to the map's size as
 controlnet_aux draws them on its 512 px maps (4 px), and never thinner than 1 px. The size is the training
 resolution when one is given (a map drawn on a larger canvas and cropped later keeps the training thickness),
-else the canvas's longer side.
+else the canvas's short side (controlnet_aux too scales a photo's short side to 512 px before drawing).
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def stick_scale(size: int) -> float:
 
 def draw_map(pose: Pose, *, resolution: int | None = None, threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
     """The OpenPose map of `pose` on its canvas, uint8 (H, W, 3), sticks scaled for `resolution` (default: the
-    canvas's longer side)."""
-    return render_pose(pose, threshold, scale=stick_scale(resolution or max(pose.width, pose.height)))
+    canvas's short side, so that the map, resized with its image to a training resolution, keeps the rule)."""
+    return render_pose(pose, threshold, scale=stick_scale(resolution or min(pose.width, pose.height)))
 
 
 def _transform(pose: Pose, factor: np.ndarray, shift: np.ndarray, width: int, height: int) -> Pose:

@@ -4,7 +4,7 @@
       images/<stem>.<ext>        the photos (EXIF orientation applied, so keypoints match the pixels)
       conditioning/<stem>.png    OpenPose maps at the photo's size (toolkit.pose.conditioning.draw_map)
       keypoints/<stem>.json      OpenPose JSON in the photo's pixels (written for every photo, people [] if none)
-      metadata.jsonl             {"file_name", "conditioning_image_file_name", "text"} per kept photo
+      metadata.jsonl             {"file_name", "conditioning_image_file_name", "text", "joint_threshold"} per kept photo
       report.json                how many photos were kept, and why the others were dropped
 
 `load_dataset("imagefolder", data_dir=output_dir)` gives `image`, `conditioning_image` (an Image column, from the
@@ -137,12 +137,13 @@ class PrepareReport:
         return "\n".join(rows)
 
 
-def write_metadata(out_dir: Path, kept: list[tuple[str, str, str]]) -> None:
-    """metadata.jsonl for the kept photos: (stem, image file name, caption)."""
+def write_metadata(out_dir: Path, kept: list[tuple[str, str, str]], joint_threshold: float) -> None:
+    """metadata.jsonl for the kept photos: (stem, image file name, caption). The joint threshold the maps were
+    drawn with goes along, so that trainers drawing from the keypoints draw the same joints."""
     with open(out_dir / "metadata.jsonl", "w") as f:
         for stem, image_name, text in kept:
             row = {"file_name": f"images/{image_name}", "conditioning_image_file_name": f"conditioning/{stem}.png",
-                   "text": text}
+                   "text": text, "joint_threshold": joint_threshold}
             f.write(json.dumps(row) + "\n")
 
 
@@ -186,5 +187,5 @@ def _filter_and_draw(root: Path, out: Path, photos: dict[str, Path], pose_filter
         # Redrawn on every run (a few ms each), so a changed joint_threshold reaches every map.
         Image.fromarray(draw_map(pose, threshold=pose_filter.joint_threshold)).save(conditioning)
         kept.append((stem, f"{stem}{path.suffix.lower()}", caption_for(path, root, captions)))
-    write_metadata(out, kept)
+    write_metadata(out, kept, pose_filter.joint_threshold)
     return PrepareReport(photos=len(photos), kept=len(kept), detected_now=0, dropped=dict(dropped), unreadable=[])

@@ -29,8 +29,7 @@ class TrainingConfig:
     """Options of every trainer; flag names follow the diffusers training examples."""
 
     # --- data
-    train_data_dir: str | None = option(None, "folder of images (searched recursively), an imagefolder with "
-                                              "metadata.jsonl, or a prepare_poses / toolkit.figures folder")
+    train_data_dir: str | None = option(None, "the training data folder")
     dataset_name: str | None = option(None, "a `datasets` name or local dataset path (instead of --train_data_dir)")
     dataset_config_name: str | None = option(None, "the dataset's config name, if it has several")
     image_column: str = option("image", "the image column of --dataset_name")
@@ -71,7 +70,7 @@ class TrainingConfig:
     logging_dir: str = option("logs", "tracker folder, relative to output_dir")
     # --- hub
     push_to_hub: bool = option(False, "upload the model and its card (token from HF_TOKEN or `hf auth login`)")
-    hub_model_id: str | None = option(None, "repository id, e.g. user/ddpm-portraits")
+    hub_model_id: str | None = option(None, "repository id, e.g. user/my-model")
     hub_private_repo: bool = option(False, "create the Hub repository as private")
     hub_dry_run: bool = option(False, "write output_dir/hub_upload exactly as it would be uploaded; no network")
     hub_license: str = option("apache-2.0", "license in the model card metadata")
@@ -96,7 +95,7 @@ class TrainingConfig:
         if self.max_grad_norm < 0 or self.lr_warmup_steps < 0:
             raise ConfigError("max_grad_norm and lr_warmup_steps must be >= 0")
         if (self.push_to_hub or self.hub_dry_run) and not self.hub_model_id:
-            raise ConfigError("push_to_hub / hub_dry_run need hub_model_id (e.g. user/ddpm-portraits)")
+            raise ConfigError("push_to_hub / hub_dry_run need hub_model_id (e.g. user/my-model)")
 
     @property
     def adamw(self) -> AdamW:

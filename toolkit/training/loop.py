@@ -28,7 +28,7 @@ from toolkit.errors import UserError
 from toolkit.hub import CardInfo, build_model_card, publish
 from toolkit.training.checkpoints import resolve_resume, save_checkpoint
 from toolkit.training.config import TrainingConfig
-from toolkit.training.report import RunSummary, init_trackers, write_summary
+from toolkit.training.report import RunSummary, init_trackers, rate, write_summary
 from toolkit.training.runs import make_accelerator, maybe_resume, register_checkpoint_hooks, step_generator
 
 
@@ -39,14 +39,20 @@ class TrainingDiverged(UserError):
 @dataclass
 class Phase:
     """One optimiser and what it trains: the loop accumulates the trainer's loss for it, clips, steps, and steps
-    the EMA. `modules` are the prepared modules whose gradients are all-reduced (skipped while accumulating)."""
+    the EMA. `modules` are the prepared modules whose gradients are all-reduced (skipped while accumulating).
+
+    Phases run in order within a step, each on the same micro-batches and generator; a phase with `every` = k runs
+    on every k-th step only (a GAN's generator under n_critic = k). The first phase runs every step: its loss is
+    the run's loss (summary, plot, progress bar)."""
 
     name: str
     modules: list[torch.nn.Module]
     params: list[torch.nn.Parameter]
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any
-    ema: Any = None  # a diffusers EMAModel of `params`
+    ema: Any = None  # a diffusers EMAModel of `params`; the trainer keeps it in its checkpoint weights
+    every: int = 1
+    max_grad_norm: float | None = None  # None: --max_grad_norm
 
 
 @dataclass
@@ -79,16 +85,18 @@ class Trainer(abc.ABC):
         """The data of every optimiser step from `start_step` on (a pure function of the seed and the step)."""
 
     @abc.abstractmethod
-    def loss(self, phase: Phase, micro_batch: Any, generator: torch.Generator) -> torch.Tensor | None:
-        """The scalar loss of one micro-batch for `phase`; None when none of its examples could be read."""
+    def loss(self, phase: Phase, micro_batch: Any, generator: torch.Generator) -> torch.Tensor:
+        """The scalar loss of one micro-batch for `phase`. Every process must return one on every call (a process
+        that skipped its backward pass would leave the others waiting in the gradient all-reduce)."""
 
     @abc.abstractmethod
     def validate(self, step: int, name: str | None = None) -> Path:
-        """Make, save and log validation images (main process); returns the grid's path."""
+        """Make, save (at `self.samples_path(step, name)`) and log validation images; returns the grid's path.
+        Runs on the main process only, so it must use unwrapped modules, never a DDP-wrapped forward."""
 
     @abc.abstractmethod
     def save_weights(self, folder: Path) -> None:
-        """Write what a checkpoint must hold of the models (safetensors) into `folder`."""
+        """Write what a checkpoint must hold of the models (safetensors), EMAs included, into `folder`."""
 
     @abc.abstractmethod
     def load_weights(self, folder: Path) -> None:
@@ -113,46 +121,53 @@ class Trainer(abc.ABC):
         """Files that could not be read, for the summary."""
         return []
 
+    def samples_path(self, step: int, name: str | None = None) -> Path:
+        """Where a validation grid goes: samples/step_000250.png, or samples/{name}.png (e.g. final)."""
+        path = self.out / "samples" / f"{name or f'step_{step:06d}'}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
 
 def optimizer_step(trainer: Trainer, step: int, batch: StepBatch) -> dict[str, tuple[float, float]]:
-    """One optimiser step of every phase over the batch's micro-batches; returns {phase: (loss, grad norm)}."""
-    acc, cfg = trainer.accelerator, trainer.cfg
-    generator = step_generator(cfg.seed, step, acc)
-    results = {}
-    for phase in trainer.phases:
-        total, rounds = 0.0, len(batch.micro_batches)
-        phase.optimizer.zero_grad(set_to_none=True)  # drop gradients another phase's loss left on these params
-        for i, micro in enumerate(batch.micro_batches):
-            syncing = contextlib.ExitStack()
+    """One optimiser step of every phase due at `step`, over the batch's micro-batches; returns
+    {phase: (loss, grad norm)}."""
+    generator = step_generator(trainer.cfg.seed, step, trainer.accelerator)
+    return {phase.name: _phase_step(trainer, phase, step, batch, generator)
+            for phase in trainer.phases if step % phase.every == 0}
+
+
+def _phase_step(trainer: Trainer, phase: Phase, step: int, batch: StepBatch,
+                generator: torch.Generator) -> tuple[float, float]:
+    """Accumulate the phase's loss over the micro-batches, stop on NaN/inf, clip, step; (loss, grad norm)."""
+    acc, rounds, total = trainer.accelerator, len(batch.micro_batches), 0.0
+    phase.optimizer.zero_grad(set_to_none=True)  # drop gradients another phase's loss left on these params
+    for i, micro in enumerate(batch.micro_batches):
+        with contextlib.ExitStack() as syncing:
             if i < rounds - 1:  # all-reduce gradients only on the last round
                 for module in phase.modules:
                     syncing.enter_context(acc.no_sync(module))
-            with syncing:
-                loss = trainer.loss(phase, micro, generator)
-                if loss is None:
-                    continue
-                loss = loss / rounds
-                acc.backward(loss)
-            total += loss.item()
-        if not math.isfinite(total):
-            kept = resolve_resume(trainer.out / "checkpoints", "latest")
-            raise TrainingDiverged(
-                f"loss became {total} at step {step + 1}: stopped without saving this step. Last good checkpoint: "
-                f"{kept or 'none yet'}. Try a lower --learning_rate, --max_grad_norm 1, or --mixed_precision no.")
-        grad_norm = acc.clip_grad_norm_(phase.params, cfg.max_grad_norm or float("inf"))
-        phase.optimizer.step()
-        phase.lr_scheduler.step()
-        phase.optimizer.zero_grad(set_to_none=True)
-        if phase.ema is not None:
-            phase.ema.step(phase.params)
-        results[phase.name] = (total, float(grad_norm))
-    return results
+            loss = trainer.loss(phase, micro, generator) / rounds
+            acc.backward(loss)
+        total += loss.item()
+    if not math.isfinite(total):
+        kept = resolve_resume(trainer.out / "checkpoints", "latest")
+        raise TrainingDiverged(
+            f"loss became {total} at step {step + 1}: stopped without saving this step. Last good checkpoint: "
+            f"{kept or 'none yet'}. Try a lower --learning_rate, --max_grad_norm 1, or --mixed_precision no.")
+    max_norm = phase.max_grad_norm if phase.max_grad_norm is not None else trainer.cfg.max_grad_norm
+    grad_norm = acc.clip_grad_norm_(phase.params, max_norm or float("inf"))
+    phase.optimizer.step()
+    phase.lr_scheduler.step()
+    phase.optimizer.zero_grad(set_to_none=True)
+    if phase.ema is not None:
+        phase.ema.step(phase.params)
+    return total, float(grad_norm)
 
 
 def _step_logs(trainer: Trainer, results: dict[str, tuple[float, float]]) -> dict[str, float]:
     """Scalars of one step: loss, lr and grad norm, prefixed by the phase name when there are several phases."""
     logs = {}
-    for phase in trainer.phases:
+    for phase in (p for p in trainer.phases if p.name in results):
         prefix = f"{phase.name}/" if len(trainer.phases) > 1 else ""
         loss, grad_norm = results[phase.name]
         logs |= {f"{prefix}loss": loss, f"{prefix}lr": phase.lr_scheduler.get_last_lr()[0],
@@ -167,14 +182,16 @@ def _loop(trainer: Trainer, step: int, summary: RunSummary) -> None:
     batches = trainer.batches(step)
     while step < trainer.total_steps:
         tick = time.perf_counter()  # the step's time includes waiting for its data
-        batch = next(batches)
+        batch = next(batches, None)
+        if batch is None:
+            raise RuntimeError(f"{type(trainer).__name__}.batches() ended at step {step} of {trainer.total_steps}")
         results = optimizer_step(trainer, step, batch)
         step += 1
         loss = results[trainer.phases[0].name][0]
         summary.add_step(loss, time.perf_counter() - tick, batch.examples)
         acc.log(_step_logs(trainer, results) | {"img_per_s": summary.last_rate, **batch.logs}, step=step)
         bar.update(1)
-        bar.set_postfix(loss=f"{summary.smoothed_loss:.4f}", img_s=f"{summary.last_rate:.3g}")
+        bar.set_postfix(loss=f"{summary.smoothed_loss:.4f}", img_s=rate(summary.last_rate))
         if step % cfg.checkpointing_steps == 0 or step == trainer.total_steps:
             state = {"loss": summary.smoothed_loss, "loss_history": summary.loss_history, **trainer.state()}
             save_checkpoint(acc, trainer.out / "checkpoints", step, state, total_limit=cfg.checkpoints_total_limit)
@@ -186,10 +203,10 @@ def _loop(trainer: Trainer, step: int, summary: RunSummary) -> None:
 def train(trainer: Trainer, precision_reason: str = "") -> RunSummary:
     """Run `trainer` from a fresh start or its latest checkpoint to the end, save its outputs and the report."""
     cfg, acc, out = trainer.cfg, trainer.accelerator, trainer.out
-    save_yaml(cfg, out / "config.yaml")
-    init_trackers(acc, trainer.name, cfg)
     try:
         step, resumed_from, state = maybe_resume(acc, out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
+        save_yaml(cfg, out / "config.yaml")  # after the resume check: a refused run leaves the folder as it was
+        init_trackers(acc, trainer.name, cfg)
         trainer.load_state(state)
         summary = trainer.summary_class(
             output_dir=str(out), total_steps=trainer.total_steps, start_step=step, data=trainer.data_name,

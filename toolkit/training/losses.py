@@ -1,6 +1,9 @@
-"""Diffusion training losses: noise, targets per prediction type, and min-SNR weights (pure functions)."""
+"""Diffusion training losses: noise, targets per prediction type, min-SNR and pose weights, and the loss of a batch
+that every diffusion trainer computes (pure functions)."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -70,3 +73,21 @@ def limb_mask(pose_maps: torch.Tensor, size: tuple[int, int], dilate: int = 1) -
 def pose_pixel_weights(pose_maps: torch.Tensor, size: tuple[int, int], weight: float) -> torch.Tensor:
     """Pose-weighted loss weights 1 + weight x limb mask, (B, 1, *size), for weighted_mse's pixel_weights."""
     return 1.0 + weight * limb_mask(pose_maps, size)
+
+
+def diffusion_loss(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler, x0: torch.Tensor, *,
+                   generator: torch.Generator, noise_offset: float = 0.0, snr_gamma: float | None = None,
+                   pose_maps: torch.Tensor | None = None, pose_loss_weight: float = 0.0) -> torch.Tensor:
+    """The denoising loss of clean samples x0 (B, C, H, W), pixels or latents: noise them at random timesteps, ask
+    `model(noisy, timesteps)` for the scheduler's prediction type, and take the (min-SNR, pose-)weighted MSE.
+
+    Draws from `generator` in a fixed order (noise, then timesteps), so a seeded step is reproducible. `pose_maps`
+    (B, 3, H', W') in [-1, 1] weight the loss inside the limbs by 1 + pose_loss_weight, pooled to x0's size.
+    """
+    noise = sample_noise(x0.shape, noise_offset, generator, x0.device)
+    timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator)
+    timesteps = timesteps.to(x0.device)
+    pred = model(scheduler.add_noise(x0, noise, timesteps), timesteps)
+    target = training_target(scheduler, x0, noise, timesteps)
+    weights = pose_pixel_weights(pose_maps, x0.shape[-2:], pose_loss_weight) if pose_loss_weight else None
+    return weighted_mse(pred, target, snr_weights(scheduler, timesteps, snr_gamma), weights)

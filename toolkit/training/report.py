@@ -13,6 +13,11 @@ from toolkit.config import to_dict
 from toolkit.training.config import TrainingConfig
 
 
+def rate(images_per_second: float) -> str:
+    """A throughput for people: 67.4, 2500.0, or 0.0912 (three significant digits below 1)."""
+    return f"{images_per_second:.1f}" if images_per_second >= 1 else f"{images_per_second:.3g}"
+
+
 @dataclass
 class RunSummary:
     """Figures of a finished run, printed at the end and written to summary.json."""
@@ -52,7 +57,7 @@ class RunSummary:
         return [
             ("steps", f"{self.start_step + self.steps_done} / {self.total_steps}"
                       + (f" (resumed at {self.start_step})" if self.start_step else "")),
-            ("throughput", f"{self.images_per_second:.3g} img/s over {self.train_seconds:.0f} s of training"),
+            ("throughput", f"{rate(self.images_per_second)} img/s over {self.train_seconds:.0f} s of training"),
             ("final loss", f"{self.smoothed_loss:.4f} (smoothed)"),
             ("mixed precision", self.mixed_precision),
             ("data", self.data),
