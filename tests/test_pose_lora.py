@@ -388,7 +388,7 @@ def test_a_corrupt_image_is_skipped_and_counted(tiny, tmp_path):
     for cached in (True, False):
         run, _ = build_run(lora_cfg(tiny, tmp_path / f"run{cached}", train_data_dir=str(data), cache_latents=cached,
                                     train_batch_size=8))
-        loss, _ = train_step(run, 0)  # a batch of all 8 examples: 7 readable
+        loss, _ = train_step(run, 0)  # all 8 examples, the unreadable one replaced by the next
         assert np.isfinite(loss)
         with torch.no_grad():  # alone in its batch, the unreadable example is replaced by the next readable one
             alone = micro_loss(run, [2], torch.Generator().manual_seed(1))

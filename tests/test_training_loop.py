@@ -54,7 +54,7 @@ class ToyTrainer(Trainer):
     def _phase(self, name, module, ema=None, every=1) -> Phase:
         cfg, acc = self.cfg, self.accelerator
         optimizer = make_optimizer(list(module.parameters()), cfg.adamw)
-        scheduler = make_lr_scheduler(cfg, optimizer, self.total_steps, acc.num_processes)
+        scheduler = make_lr_scheduler(cfg, optimizer, -(-self.total_steps // every), acc.num_processes)
         module, optimizer, scheduler = acc.prepare(module, optimizer, scheduler)
         return Phase(name, [module], list(module.parameters()), optimizer, scheduler, ema, every=every)
 
@@ -182,3 +182,8 @@ def test_a_phase_can_run_every_k_steps(tmp_path):
         unchanged = all(torch.equal(a, b) for a, b in zip(gen_before, trainer.phases[1].params, strict=True))
         assert set(results) == ({"critic", "generator"} if step == 0 else {"critic"})
         assert unchanged == (step == 1)  # the generator trains on even steps only (n_critic = 2)
+    with pytest.raises(ValueError, match="every must be >= 1"):
+        Phase("g", [], [], None, None, every=0)
+    trainer.phases.reverse()  # a first phase that skips steps would leave steps without a loss
+    with pytest.raises(ValueError, match="first phase"):
+        train(trainer)

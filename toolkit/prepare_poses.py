@@ -32,6 +32,9 @@ class PreparePosesConfig:
     def __post_init__(self) -> None:
         if self.num_workers < 1 or self.min_joints < 0 or self.min_size < 1:
             raise ConfigError("num_workers and min_size must be >= 1 and min_joints >= 0")
+        for key in ("joint_threshold", "min_mean_confidence", "min_detection_confidence"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"{key} must be in [0, 1], got {getattr(self, key)}")
 
 
 @cli_errors

@@ -37,9 +37,9 @@ def _names(cls: type) -> set[str]:
 def _given(argv: list[str]) -> list[str]:
     """Option names given as flags (`--lora`, `--no-center_crop`, `--lora=x`) or as keys of the --config recipe."""
     names = [a.split("=")[0].removeprefix("--").removeprefix("no-") for a in argv if a.startswith("--")]
-    recipe = next((argv[i + 1] for i, a in enumerate(argv[:-1]) if a == "--config"), None)
-    recipe = recipe or next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-    return names + (list(load_yaml(recipe)) if recipe else [])
+    recipes = [argv[i + 1] if a == "--config" else a.split("=", 1)[1] for i, a in enumerate(argv)
+               if (a == "--config" and i + 1 < len(argv)) or a.startswith("--config=")]
+    return names + (list(load_yaml(recipes[-1])) if recipes else [])  # the last --config wins, as in argparse
 
 
 def split_command(argv: list[str], commands: dict) -> tuple[str, list[str]]:

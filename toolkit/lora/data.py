@@ -128,5 +128,7 @@ def open_data(cfg: PoseLoraConfig) -> PoseData:
                             cfg.conditioning_image_column, cfg.caption_column)
     if cfg.max_train_samples:
         rows = rows[: cfg.max_train_samples]
+    if not rows:
+        raise UserError(f"{cfg.train_data_dir or cfg.dataset_name}: the dataset has no examples")
     captions = CaptionConfig(cfg.caption_template, cfg.proportion_empty_prompts, cfg.shuffle_tags, cfg.keep_tags)
     return PoseData(rows, cfg.resolution, cfg.center_crop, captions, cfg.seed, cfg.random_flip)

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from toolkit.config import ConfigError, option
+from toolkit.config import ConfigError, option, with_defaults
 from toolkit.errors import UserError
 from toolkit.lora.outputs import quiet_diffusers
 from toolkit.lora.validation import pose_set
@@ -24,6 +24,9 @@ from toolkit.sampling import SCHEDULERS, SampleConfig, make_grid
 
 
 @dataclass
+@with_defaults(batch_size=1, help={"batch_size": "images generated at once (1: the least GPU memory). Prompts of "
+                                                 "one batch are padded to the longest, so with prompts over 77 "
+                                                 "tokens the batch size can change an image"})
 class ControlNetSampleConfig(SampleConfig):
     """Options of `python -m toolkit.sample controlnet`: --pipeline is a Stable Diffusion pipeline."""
 

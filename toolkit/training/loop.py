@@ -51,8 +51,12 @@ class Phase:
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any
     ema: Any = None  # a diffusers EMAModel of `params`; the trainer keeps it in its checkpoint weights
-    every: int = 1
+    every: int = 1  # its LR schedule then counts ceil(total_steps / every) steps
     max_grad_norm: float | None = None  # None: --max_grad_norm
+
+    def __post_init__(self) -> None:
+        if self.every < 1:
+            raise ValueError(f"phase {self.name}: every must be >= 1, got {self.every}")
 
 
 @dataclass
@@ -178,6 +182,8 @@ def _step_logs(trainer: Trainer, results: dict[str, tuple[float, float]]) -> dic
 def _loop(trainer: Trainer, step: int, summary: RunSummary) -> None:
     """Train from `step` to the end: step, log, checkpoint and validate on schedule."""
     cfg, acc = trainer.cfg, trainer.accelerator
+    if trainer.phases[0].every != 1:
+        raise ValueError(f"{type(trainer).__name__}: the first phase's loss is the run's loss, so it runs every step")
     bar = tqdm(total=trainer.total_steps, initial=step, desc="training", disable=not acc.is_local_main_process)
     batches = trainer.batches(step)
     while step < trainer.total_steps:
