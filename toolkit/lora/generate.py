@@ -17,8 +17,8 @@ from PIL import Image
 from toolkit.config import ConfigError, option, with_defaults
 from toolkit.errors import UserError
 from toolkit.lora.outputs import quiet_diffusers
-from toolkit.lora.validation import pose_set
-from toolkit.pose.keypoints import load_pose, save_pose
+from toolkit.lora.validation import pose_set, poses_in
+from toolkit.pose.keypoints import save_pose
 from toolkit.prompts.embed import encode_prompts
 from toolkit.sampling import SCHEDULERS, SampleConfig, make_grid
 
@@ -75,11 +75,8 @@ def sample_controlnet(cfg: ControlNetSampleConfig) -> str:
     """Generate one image per pose; returns a status line."""
     pipe = load_controlnet_pipeline(cfg.pipeline, cfg.controlnet, lora=cfg.lora, scheduler=cfg.scheduler)
     resolution = cfg.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
-    files = sorted(Path(cfg.poses).glob("*.json"))[: cfg.num_images] if Path(cfg.poses).is_dir() else []
-    if not files:
-        raise UserError(f"poses: no OpenPose JSON files in {cfg.poses}")
-    poses = pose_set([(f.stem, load_pose(f)) for f in files], resolution, prompt=cfg.prompt, presets=cfg.preset,
-                     tokenizer=pipe.tokenizer, negative=cfg.negative_prompt)
+    poses = pose_set(poses_in(cfg.poses, cfg.num_images, option="poses"), resolution, prompt=cfg.prompt,
+                     presets=cfg.preset, tokenizer=pipe.tokenizer, negative=cfg.negative_prompt)
     lora_dir = Path(cfg.lora).parent if cfg.lora and Path(cfg.lora).is_file() else cfg.lora
     out = Path(cfg.output_dir or Path(lora_dir or cfg.pipeline) / "generated")
     (out / "poses").mkdir(parents=True, exist_ok=True)

@@ -120,10 +120,11 @@ class PoseLoraTrainer(Trainer):
                                  down_block_additional_residuals=[d.to(dtype) for d in down],
                                  mid_block_additional_residual=mid.to(dtype)).sample  # (B, 4, h, w)
 
-        # the limb mask of the pose map ([0, 1], as ControlNets take it) weights the loss at latent resolution
+        # the limb mask of the pose map ([0, 1] as ControlNets take it; [-1, 1] here) weights the latent loss
+        maps_pm1 = batch.pose_maps * 2 - 1 if cfg.pose_loss_weight else None
         return diffusion_loss(predict, self.models.noise_scheduler, batch.latents, generator=generator,
-                              noise_offset=cfg.noise_offset, snr_gamma=cfg.snr_gamma,
-                              pose_maps=batch.pose_maps * 2 - 1, pose_loss_weight=cfg.pose_loss_weight)
+                              noise_offset=cfg.noise_offset, snr_gamma=cfg.snr_gamma, pose_maps=maps_pm1,
+                              pose_loss_weight=cfg.pose_loss_weight)
 
     def _adapters(self, enabled: bool) -> None:
         """Switch the LoRA adapters (UNet, and ControlNet when it carries some) on or off."""

@@ -63,13 +63,20 @@ def pose_set(named: list[tuple[str, Pose]], resolution: int, *, prompt: str, pre
     return ValidationSet([n for n, _ in named], maps, poses, [p.positive for p in pairs], pairs[0].negative)
 
 
+def poses_in(folder: str, limit: int, *, option: str) -> list[tuple[str, Pose]]:
+    """(name, pose) of the first `limit` OpenPose JSON files of `folder`, in name order; none is an error naming
+    the `option` that gave the folder."""
+    files = sorted(Path(folder).glob("*.json"))[:limit] if Path(folder).is_dir() else []
+    if not files:
+        raise UserError(f"{option}: no OpenPose JSON files in {folder}")
+    return [(f.stem, load_pose(f)) for f in files]
+
+
 def validation_set(cfg: PoseLoraConfig, data: PoseData, tokenizer) -> ValidationSet:
     """Poses from --validation_poses (OpenPose JSON), else the first training examples that have keypoints."""
     if cfg.validation_poses:
-        files = sorted(Path(cfg.validation_poses).glob("*.json"))[: cfg.num_validation_images]
-        if not files:
-            raise UserError(f"validation_poses: no OpenPose JSON files in {cfg.validation_poses}")
-        named, thresholds = [(f.stem, load_pose(f)) for f in files], None
+        named = poses_in(cfg.validation_poses, cfg.num_validation_images, option="validation_poses")
+        thresholds = None
     else:
         rows = [r for r in data.rows if r.keypoints is not None][: cfg.num_validation_images]
         if not rows:
