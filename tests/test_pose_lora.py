@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import needs_inception
 from safetensors.torch import load_file
 
 from toolkit.config import ConfigError, from_dict
@@ -245,6 +246,21 @@ def test_resume_continues_exactly(tiny, tmp_path):
     resumed = load_file(out / "pytorch_lora_weights.safetensors")
     assert straight.keys() == resumed.keys()
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+
+
+@needs_inception
+def test_in_loop_kid_is_kept_across_a_resume(tiny, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out, flags = tmp_path / "run", {"max_train_steps": 4, "checkpointing_steps": 2, "eval_steps": 2,
+                                    "num_eval_images": 4, "num_eval_reference": 8}
+    first = train(lora_cfg(tiny, out, **flags)).eval_history
+    straight = load_file(out / "pytorch_lora_weights.safetensors")
+    shutil.rmtree(out / "checkpoints" / "checkpoint-4")
+    summary = train(lora_cfg(tiny, out, resume_from_checkpoint="latest", **flags))
+    assert [p["step"] for p in summary.eval_history] == [2, 4] and summary.eval_history[0] == first[0]
+    assert all(np.isfinite(p["kid"]) for p in summary.eval_history)
+    resumed = load_file(out / "pytorch_lora_weights.safetensors")
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)  # resuming with evaluations is exact
 
 
 def test_saved_formats_reload_from_disk_and_change_the_output(tiny, trained):

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from toolkit.config import option, parse_config
-from toolkit.errors import UserError, cli_errors
+from toolkit.errors import cli_errors
 
 
 @dataclass
@@ -28,42 +28,17 @@ class EvaluatePosesConfig:
     flip_average: bool = option(False, "detector option: also detect on the mirrored image")
 
 
-def pairs(images: Path, poses: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
-    """(image, pose JSON) pairs by stem, and the names of images that have no pose."""
-    from toolkit.images import list_image_files
-
-    if not poses.is_dir():
-        raise UserError(f"poses folder not found: {poses}")
-    found, missing = [], []
-    for image in list_image_files(images):
-        pose = poses / f"{image.stem}.json"
-        (found.append((image, pose)) if pose.is_file() else missing.append(image.name))
-    if not found:
-        raise UserError(f"no image in {images} has a pose JSON of the same name in {poses}")
-    return found, missing
-
-
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     """Score every image, write the report, print the summary."""
-    import numpy as np
-    from tqdm.auto import tqdm
-
-    from toolkit.pose.detect import FaceChecker, MediaPipeDetector, MediaPipeOptions
-    from toolkit.pose.fidelity import score_image, summarize
-    from toolkit.pose.keypoints import load_pose
-    from toolkit.pose.prepare import load_photo
+    from toolkit.pose.fidelity import evaluate_pose_folder, summary_table
 
     cfg = parse_config(EvaluatePosesConfig, argv, description=__doc__.splitlines()[0])
-    found, missing = pairs(Path(cfg.images), Path(cfg.poses))
-    detector = MediaPipeDetector(MediaPipeOptions(flip_average=cfg.flip_average))
-    faces = FaceChecker() if cfg.face_check else None
-    scores = [score_image(image.name, np.asarray(load_photo(image)), load_pose(pose), detector, face_checker=faces)
-              for image, pose in tqdm(found, desc="scoring poses")]
-    summary = summarize(scores) | {"images_without_pose": missing}
-    Path(cfg.output).write_text(json.dumps({"summary": summary, "images": [asdict(s) for s in scores]}, indent=2))
-    width = max(len(k) for k in summary)
-    print("\n".join(f"  {k:<{width}}  {v}" for k, v in summary.items() if k != "images_without_pose"))
+    report = evaluate_pose_folder(Path(cfg.images), Path(cfg.poses), face_check=cfg.face_check,
+                                  flip_average=cfg.flip_average)
+    Path(cfg.output).write_text(json.dumps(report, indent=2))
+    missing = report["summary"]["images_without_pose"]
+    print(summary_table(report["summary"]))
     print(f"  report: {cfg.output}" + (f" ({len(missing)} images had no pose)" if missing else ""))
     return 0
 

@@ -62,6 +62,23 @@ def list_image_files(root: str | Path) -> list[Path]:
     return [p for p in files if p.resolve().is_relative_to(root.resolve())]  # symlinks out of the root are ignored
 
 
+def one_size(files: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Split files into those of the most common image size and the rest (grids, strays); unreadable ones stay in
+    the first list, for the caller to count."""
+    from collections import Counter
+
+    sizes = {}
+    for path in files:
+        try:
+            with Image.open(path) as image:
+                sizes[path] = image.size
+        except DECODE_ERRORS:
+            sizes[path] = None
+    common = Counter(s for s in sizes.values() if s is not None).most_common(1)
+    keep = common[0][0] if common else None
+    return ([p for p in files if sizes[p] in (keep, None)], [p for p in files if sizes[p] not in (keep, None)])
+
+
 def read_metadata(metadata: Path, *keys: str) -> list[dict]:
     """The rows of a metadata.jsonl; a row that is not a JSON object with `keys` is an error naming its line."""
     rows = []

@@ -9,7 +9,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from toolkit.anatomy.parse import parse_figure
-from toolkit.images import DECODE_ERRORS, load_rgb
+from toolkit.errors import UserError
+from toolkit.images import DECODE_ERRORS, load_rgb, one_size
 from toolkit.pose.fidelity import rescale
 from toolkit.pose.keypoints import load_pose
 from toolkit.pose.metrics import pck
@@ -54,6 +55,41 @@ def evaluate_images(image_files: list[Path], poses_dir: Path | None = None, alph
         "unreadable": unreadable,
         "images": rows,
     }
+
+
+def evaluate_folder(images: Path, poses: Path | None = None, alpha: float = 0.1, *, say=print) -> dict:
+    """The anatomy report of a folder of figures-world images (one size: others are skipped and listed), with PCK
+    against the OpenPose JSON of the same stems in `poses` when given."""
+    from PIL import Image
+
+    from toolkit.images import list_image_files
+
+    files = list_image_files(images)
+    if not files:
+        raise UserError(f"no images found in {images}")
+    if poses is not None and not poses.is_dir():
+        raise UserError(f"poses folder not found: {poses}")
+    files, others = one_size(files)
+    if others:
+        say(f"skipped {len(others)} image(s) of another size than the rest (e.g. {others[0].name}: a grid?)")
+    try:
+        with Image.open(files[0]) as first:
+            size = first.size
+    except DECODE_ERRORS:
+        size = None  # counted as unreadable by the evaluation
+    if size is not None and min(size) < MIN_RESOLUTION:
+        say(f"warning: {files[0].name} is {size[0]}x{size[1]}; the parser is validated from {MIN_RESOLUTION} px "
+            "up and flags clean figures below that")
+    return evaluate_images(files, poses, alpha) | {"skipped_other_size": [p.name for p in others]}
+
+
+def is_figures_dataset(folder: Path) -> bool:
+    """Whether `folder` was written by `python -m toolkit.figures` (its metadata rows carry distortion labels)."""
+    metadata = folder / "metadata.jsonl"
+    if not metadata.is_file():
+        return False
+    first = next((line for line in metadata.read_text().splitlines() if line.strip()), "")
+    return '"distortion"' in first and '"labels"' in first
 
 
 def table(report: dict) -> str:

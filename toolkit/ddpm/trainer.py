@@ -24,6 +24,7 @@ from toolkit.ddpm.model import build_unet, check_resolution
 from toolkit.ddpm.outputs import DDPMSummary, load_unet, save_pipeline, save_unet
 from toolkit.hub import CardInfo
 from toolkit.sampling import generate, make_grid, make_scheduler
+from toolkit.training.evaluation import EVAL_SEED_OFFSET, spread
 from toolkit.training.loop import Phase, StepBatch, Trainer
 from toolkit.training.losses import diffusion_loss
 from toolkit.training.report import RunSummary, log_images
@@ -49,15 +50,18 @@ def load_images(cfg: TrainUNetConfig, resolution: int) -> tuple[TrainImages, str
     return images, name
 
 
+def centre(item: torch.Tensor, resolution: int) -> torch.Tensor:
+    """The centre R x R of a decoded training item (C, H, W) with its short side at R."""
+    top, left = (item.shape[1] - resolution) // 2, (item.shape[2] - resolution) // 2
+    return item[:, top:top + resolution, left:left + resolution]
+
+
 def validation_maps(images: TrainImages, count: int) -> torch.Tensor | None:
-    """The pose maps of the first `count` training images, centre-cropped: (N, 3, R, R) in [-1, 1]."""
+    """The pose maps of the first `count` training images (cycled if there are fewer), centre-cropped:
+    (N, 3, R, R) in [-1, 1]."""
     if not images.with_conditioning:
         return None
-    r, maps = images.resolution, []
-    for i in range(min(count, len(images))):
-        pose = images.get(i)[3:]  # (3, H, W) uint8
-        top, left = (pose.shape[1] - r) // 2, (pose.shape[2] - r) // 2
-        maps.append(pose[:, top:top + r, left:left + r])
+    maps = [centre(images.get(i % len(images))[3:], images.resolution) for i in range(count)]
     return torch.stack(maps).float().div(127.5).sub(1.0)
 
 
@@ -75,7 +79,7 @@ class DDPMTrainer(Trainer):
         self.stages = resolve_stages(cfg, len(self.images), accelerator.num_processes)
         self.total_steps = sum(s.steps for s in self.stages)
         self.resolution = self.images.resolution
-        self.maps = validation_maps(self.images, cfg.num_validation_images)
+        self.maps = validation_maps(self.images, min(cfg.num_validation_images, len(self.images)))
         if cfg.random_flip and cfg.uses_pose_maps:
             accelerator.print("random flips are off: a mirrored OpenPose map would swap left and right")
         self._build_model()
@@ -134,7 +138,7 @@ class DDPMTrainer(Trainer):
         if self.images.resolution != resolution:
             self.images, _ = load_images(self.cfg, resolution)
             self.skipped.extend(self.images.skipped)
-            self.maps = validation_maps(self.images, self.cfg.num_validation_images)
+            self.maps = validation_maps(self.images, min(self.cfg.num_validation_images, len(self.images)))
         self.resolution = resolution
 
     def loss(self, phase: Phase, micro_batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -151,20 +155,25 @@ class DDPMTrainer(Trainer):
         return diffusion_loss(predict, self.noise_scheduler, x0, generator=generator, noise_offset=cfg.noise_offset,
                               snr_gamma=cfg.snr_gamma, pose_maps=maps, pose_loss_weight=cfg.pose_loss_weight)
 
+    def _sample(self, count: int, maps: torch.Tensor | None, seed: int, batch_size: int = 16) -> np.ndarray:
+        """`count` images (N, H, W, 3) uint8 with the EMA weights and the fast validation solver."""
+        cfg = self.cfg
+        scheduler = make_scheduler(cfg.validation_scheduler, self.noise_scheduler.config)
+        unet = self.accelerator.unwrap_model(self.unet)
+        unet.eval()
+        with ema_weights(self.ema, unet):
+            images = generate(unet, scheduler, count, num_inference_steps=cfg.num_inference_steps, seed=seed,
+                              resolution=self.resolution, conditioning=maps, batch_size=batch_size)
+        unet.train()
+        return images
+
     def validate(self, step: int, name: str | None = None) -> Path:
         """Sample a grid with the EMA weights and the fast validation solver; save it as PNG and log it."""
         cfg = self.cfg
         if step >= self.total_steps:  # the final grid is at the last stage's resolution, also right after a resume
             self._use_resolution(self.stages[-1].resolution)
         maps = self.maps if cfg.conditioning == "pose" else None
-        count = len(maps) if maps is not None else cfg.num_validation_images
-        scheduler = make_scheduler(cfg.validation_scheduler, self.noise_scheduler.config)
-        unet = self.accelerator.unwrap_model(self.unet)
-        unet.eval()
-        with ema_weights(self.ema, unet):
-            images = generate(unet, scheduler, count, num_inference_steps=cfg.num_inference_steps, seed=cfg.seed,
-                              resolution=self.resolution, conditioning=maps)  # (N, H, W, 3) uint8
-        unet.train()
+        images = self._sample(len(maps) if maps is not None else cfg.num_validation_images, maps, cfg.seed)
         path = self.samples_path(step, name)
         if maps is not None:  # pose | sample pairs, side by side
             poses = ((maps + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
@@ -172,6 +181,16 @@ class DDPMTrainer(Trainer):
         make_grid(images, cols=8 if maps is not None and len(images) >= 8 else None).save(path)
         log_images(self.accelerator, images, step)
         return path
+
+    def eval_images(self, count: int) -> np.ndarray:
+        """Samples for the in-loop KID (other seeds than the grid's); pose runs cycle through the training maps."""
+        maps = validation_maps(self.images, count) if self.cfg.conditioning == "pose" else None
+        return self._sample(count, maps, self.cfg.seed + EVAL_SEED_OFFSET, batch_size=32)
+
+    def reference_images(self, count: int) -> list[np.ndarray]:
+        """`count` training images spread over the set, centre R x R, as (R, R, 3) uint8."""
+        return [centre(self.images.get(i)[:3], self.resolution).permute(1, 2, 0).numpy()
+                for i in spread(len(self.images), count)]
 
     def save_weights(self, folder: Path) -> None:
         save_unet(self.accelerator.unwrap_model(self.unet), self.ema, folder)

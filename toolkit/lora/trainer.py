@@ -8,6 +8,7 @@ scores, and the LoRA files with their reload check. Everything else is `toolkit.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,7 @@ from toolkit.lora.outputs import (
 )
 from toolkit.lora.validation import (
     Sampling,
+    eval_set,
     generate,
     make_detector,
     make_pipeline,
@@ -39,6 +41,7 @@ from toolkit.lora.validation import (
     validation_grid,
     validation_set,
 )
+from toolkit.training.evaluation import EVAL_SEED_OFFSET, spread
 from toolkit.training.loop import Phase, StepBatch, Trainer
 from toolkit.training.losses import diffusion_loss
 from toolkit.training.precision import weight_dtype
@@ -68,6 +71,7 @@ class PoseLoraTrainer(Trainer):
         self.base_images: np.ndarray | None = None  # the base model's validation images: the same every time
         self.scores: dict = {}  # the latest validation's pose scores (lora and base)
         self.best_pck = -1.0
+        self.eval_set = None  # the in-loop KID's poses and prompts, made at its first use
 
     def _build_models(self) -> None:
         """SD's components and the ControlNet, frozen in the low-precision dtype, with fp32 adapters."""
@@ -158,6 +162,25 @@ class PoseLoraTrainer(Trainer):
                 self.best_pck = pck
                 save_lora(self.models.unet, self.out / "lora_best", cfg.adapter.alpha)
         return path
+
+    def eval_images(self, count: int) -> np.ndarray:
+        """Samples under `count` training poses (cycled), with LoRA, 8 at a time: (N, R, R, 3) uint8."""
+        cfg = self.cfg
+        if self.eval_set is None or len(self.eval_set.prompts) != count:
+            self.eval_set = eval_set(cfg, self.data, self.models.tokenizer, count)
+        pipe = make_pipeline(self.models, cfg.validation_scheduler)
+        self.models.unet.eval()
+        first = cfg.seed + EVAL_SEED_OFFSET  # image i from seed first + i: other seeds than the grid's
+        chunks = [generate(pipe, self.eval_set.part(i, i + 8), replace(Sampling.of(cfg), seed=first + i))
+                  for i in range(0, count, 8)]
+        self.models.unet.train()
+        return (np.concatenate(chunks) * 255).round().clip(0, 255).astype(np.uint8)
+
+    def reference_images(self, count: int) -> list[np.ndarray]:
+        """`count` training images spread over the set (unreadable ones left out), as cropped for training,
+        (R, R, 3) uint8."""
+        examples = (self.data.example(i) for i in spread(len(self.data), count))
+        return [e.image.permute(1, 2, 0).numpy() for e in examples if e is not None]
 
     def save_weights(self, folder: Path) -> None:
         save_adapters(self.models, folder, alpha=self.cfg.adapter.alpha, controlnet_mode=self.cfg.train_controlnet)

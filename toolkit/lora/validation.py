@@ -33,6 +33,11 @@ class ValidationSet:
     prompts: list[str]
     negative: str
 
+    def part(self, start: int, stop: int) -> ValidationSet:
+        """The triples start..stop-1."""
+        return ValidationSet(self.names[start:stop], self.maps[start:stop], self.poses[start:stop],
+                             self.prompts[start:stop], self.negative)
+
 
 @dataclass(frozen=True)
 class Sampling:
@@ -72,16 +77,31 @@ def poses_in(folder: str, limit: int, *, option: str) -> list[tuple[str, Pose]]:
     return [(f.stem, load_pose(f)) for f in files]
 
 
+def training_poses(data: PoseData, count: int, *, cycle: bool = False) -> tuple[list[tuple[str, Pose]], list[float]]:
+    """(name, pose) and joint thresholds of the first `count` training examples that have keypoints (repeated in
+    order up to `count` with `cycle`)."""
+    rows = [r for r in data.rows if r.keypoints is not None]
+    if not rows:
+        raise UserError("no training example has keypoints: pass --validation_poses DIR (OpenPose JSON)")
+    rows = [rows[i % len(rows)] for i in range(count)] if cycle else rows[:count]
+    return [(Path(r.name).stem, r.keypoints) for r in rows], [r.threshold for r in rows]
+
+
 def validation_set(cfg: PoseLoraConfig, data: PoseData, tokenizer) -> ValidationSet:
     """Poses from --validation_poses (OpenPose JSON), else the first training examples that have keypoints."""
     if cfg.validation_poses:
         named = poses_in(cfg.validation_poses, cfg.num_validation_images, option="validation_poses")
         thresholds = None
     else:
-        rows = [r for r in data.rows if r.keypoints is not None][: cfg.num_validation_images]
-        if not rows:
-            raise UserError("no training example has keypoints: pass --validation_poses DIR (OpenPose JSON)")
-        named, thresholds = [(Path(r.name).stem, r.keypoints) for r in rows], [r.threshold for r in rows]
+        named, thresholds = training_poses(data, cfg.num_validation_images)
+    return pose_set(named, cfg.resolution, prompt=cfg.validation_prompt, presets=cfg.validation_preset,
+                    tokenizer=tokenizer, thresholds=thresholds)
+
+
+def eval_set(cfg: PoseLoraConfig, data: PoseData, tokenizer, count: int) -> ValidationSet:
+    """`count` training poses (cycled) with the validation prompts: samples for the in-loop KID, which compares
+    them with the training images."""
+    named, thresholds = training_poses(data, count, cycle=True)
     return pose_set(named, cfg.resolution, prompt=cfg.validation_prompt, presets=cfg.validation_preset,
                     tokenizer=tokenizer, thresholds=thresholds)
 

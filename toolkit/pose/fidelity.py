@@ -1,14 +1,17 @@
 """Pose fidelity of generated images: the pose detected in each image against the pose it was conditioned on.
 
-A Python API for validation loops (`evaluate_fidelity`) and the report `python -m toolkit.evaluate_poses` writes.
+A Python API for validation loops (`evaluate_fidelity`) and the folder report (`evaluate_pose_folder`) that
+`python -m toolkit.evaluate_poses` and `python -m toolkit.evaluate_images --poses` write.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 
+from toolkit.errors import UserError
 from toolkit.pose.keypoints import Pose
 from toolkit.pose.metrics import limb_errors, oks, oks_ap, pck
 
@@ -111,3 +114,41 @@ def evaluate_fidelity(images: list[np.ndarray], references: list[Pose], detector
     scores = [score_image(str(i), im, ref, detector, face_checker=face_checker)
               for i, (im, ref) in enumerate(zip(images, references, strict=True))]
     return summarize(scores)
+
+
+def pairs(images: Path, poses: Path) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(image, pose JSON) pairs by stem, and the names of images that have no pose."""
+    from toolkit.images import list_image_files
+
+    if not poses.is_dir():
+        raise UserError(f"poses folder not found: {poses}")
+    found, missing = [], []
+    for image in list_image_files(images):
+        pose = poses / f"{image.stem}.json"
+        (found.append((image, pose)) if pose.is_file() else missing.append(image.name))
+    if not found:
+        raise UserError(f"no image in {images} has a pose JSON of the same name in {poses}")
+    return found, missing
+
+
+def evaluate_pose_folder(images: Path, poses: Path, *, face_check: bool = True, flip_average: bool = False) -> dict:
+    """The pose report of a folder of generated images against the OpenPose JSON of the same stems:
+    {"summary": ..., "images": [...]} (MediaPipe: needs the [pose] extra)."""
+    from tqdm.auto import tqdm
+
+    from toolkit.pose.detect import FaceChecker, MediaPipeDetector, MediaPipeOptions
+    from toolkit.pose.keypoints import load_pose
+    from toolkit.pose.prepare import load_photo
+
+    found, missing = pairs(images, poses)
+    detector = MediaPipeDetector(MediaPipeOptions(flip_average=flip_average))
+    faces = FaceChecker() if face_check else None
+    scores = [score_image(image.name, np.asarray(load_photo(image)), load_pose(pose), detector, face_checker=faces)
+              for image, pose in tqdm(found, desc="scoring poses")]
+    return {"summary": summarize(scores) | {"images_without_pose": missing}, "images": [asdict(s) for s in scores]}
+
+
+def summary_table(summary: dict) -> str:
+    """The pose summary as aligned text."""
+    width = max(len(k) for k in summary)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in summary.items() if k != "images_without_pose")

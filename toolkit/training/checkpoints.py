@@ -80,6 +80,14 @@ def _rotate(root: Path, total_limit: int | None) -> None:
         shutil.rmtree(stale)
 
 
+def keep_only(root: str | Path, keep: str | None) -> None:
+    """Delete every checkpoint under `root` except the one named `keep` (e.g. the best one), and leftovers."""
+    remove_partial(root)
+    for path in list_checkpoints(root):
+        if path.name != keep:
+            shutil.rmtree(path)
+
+
 def load_checkpoint(accelerator, path: str | Path) -> dict:
     """Restore Accelerate state from `path` and return its trainer state (global_step and extras)."""
     path = Path(path)

@@ -60,6 +60,14 @@ class TrainingConfig:
     # --- validation
     validation_steps: int = option(250, "validate every N steps (and at the end)")
     num_validation_images: int = option(16, "images in each validation grid")
+    eval_steps: int | None = option(
+        None, "every N steps and at the end: KID of samples against the training images, logged, plotted "
+              "(kid.png) and in summary.json; needs the metrics extra (README)")
+    num_eval_images: int = option(200, "samples per in-loop KID, made with the validation solver")
+    num_eval_reference: int = option(1000, "training images (N spread evenly over the set) the in-loop KID "
+                                           "compares against; their features are computed once and cached")
+    keep_best_checkpoint: bool = option(False, "keep the checkpoint with the lowest in-loop KID in "
+                                               "checkpoints_best/ (never rotated; resume or export from it)")
     # --- checkpoints and outputs
     output_dir: str = option("runs/train", "where the model, samples, logs and checkpoints go")
     checkpointing_steps: int = option(250, "save a resumable checkpoint every N steps")
@@ -80,7 +88,7 @@ class TrainingConfig:
         "resolution", "train_batch_size", "gradient_accumulation_steps", "validation_steps", "num_validation_images",
         "checkpointing_steps")
     POSITIVE_WHEN_GIVEN: ClassVar[tuple[str, ...]] = (
-        "max_train_steps", "num_epochs", "max_train_samples", "checkpoints_total_limit", "num_cpu_threads")
+        "max_train_steps", "num_epochs", "max_train_samples", "checkpoints_total_limit", "num_cpu_threads", "eval_steps")
 
     def __post_init__(self) -> None:
         if self.train_data_dir and self.dataset_name:
@@ -94,6 +102,11 @@ class TrainingConfig:
                 raise ConfigError(f"{key} must be >= 1 when given, got {value}")
         if self.max_grad_norm < 0 or self.lr_warmup_steps < 0:
             raise ConfigError("max_grad_norm and lr_warmup_steps must be >= 0")
+        for key in ("num_eval_images", "num_eval_reference"):
+            if getattr(self, key) < 4:
+                raise ConfigError(f"{key} must be >= 4 (KID compares sets), got {getattr(self, key)}")
+        if self.keep_best_checkpoint and not self.eval_steps:
+            raise ConfigError("keep_best_checkpoint needs eval_steps (the best is judged by the in-loop KID)")
         if (self.push_to_hub or self.hub_dry_run) and not self.hub_model_id:
             raise ConfigError("push_to_hub / hub_dry_run need hub_model_id (e.g. user/my-model)")
 

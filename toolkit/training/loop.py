@@ -19,15 +19,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import broadcast_object_list
 from tqdm.auto import tqdm
 
 from toolkit.config import save_yaml
 from toolkit.errors import UserError
 from toolkit.hub import CardInfo, build_model_card, publish
-from toolkit.training.checkpoints import resolve_resume, save_checkpoint
+from toolkit.training.checkpoints import keep_only, resolve_resume, save_checkpoint
 from toolkit.training.config import TrainingConfig
+from toolkit.training.evaluation import InLoopKID
 from toolkit.training.report import RunSummary, init_trackers, rate, write_summary
 from toolkit.training.runs import make_accelerator, maybe_resume, register_checkpoint_hooks, step_generator
 
@@ -125,6 +128,15 @@ class Trainer(abc.ABC):
         """Files that could not be read, for the summary."""
         return []
 
+    def eval_images(self, count: int) -> np.ndarray:
+        """`count` samples (N, H, W, 3) uint8 for the in-loop KID: fixed seeds, the validation solver, unwrapped
+        modules (main process only)."""
+        raise UserError(f"{type(self).__name__} has no in-loop evaluation: drop --eval_steps")
+
+    def reference_images(self, count: int) -> list[np.ndarray]:
+        """The first `count` readable training images as the model sees them, (R, R, 3) uint8."""
+        raise UserError(f"{type(self).__name__} has no in-loop evaluation: drop --eval_steps")
+
     def samples_path(self, step: int, name: str | None = None) -> Path:
         """Where a validation grid goes: samples/step_000250.png, or samples/{name}.png (e.g. final)."""
         path = self.out / "samples" / f"{name or f'step_{step:06d}'}.png"
@@ -179,8 +191,41 @@ def _step_logs(trainer: Trainer, results: dict[str, tuple[float, float]]) -> dic
     return logs
 
 
-def _loop(trainer: Trainer, step: int, summary: RunSummary) -> None:
-    """Train from `step` to the end: step, log, checkpoint and validate on schedule."""
+def _state(trainer: Trainer, summary: RunSummary, evaluator: InLoopKID | None) -> dict:
+    """What a checkpoint keeps besides the weights: loss history, training time, evaluations, the trainer's own."""
+    return {"loss": summary.smoothed_loss, "loss_history": summary.loss_history,
+            "train_seconds": summary.prior_train_seconds + summary.train_seconds,
+            **(evaluator.state() if evaluator else {}), **trainer.state()}
+
+
+def _evaluate(trainer: Trainer, evaluator: InLoopKID, step: int, summary: RunSummary) -> None:
+    """KID on the main process, shared with the others (so their checkpoints agree); log it; keep the best."""
+    acc = trainer.accelerator
+    seconds = summary.prior_train_seconds + summary.train_seconds
+    point = None
+    if acc.is_main_process:
+        try:
+            point = evaluator.measure(step, seconds)
+        except UserError as e:  # tell the other processes, which wait in the broadcast, to stop too
+            point = {"error": str(e)}
+    point = broadcast_object_list([point])[0]
+    if "error" in point:
+        raise UserError(point["error"])
+    if not acc.is_main_process:
+        evaluator.history.append(point)
+    summary.eval_seconds += point["seconds"]
+    acc.log({"eval/kid": point["kid"], "eval/kid_std": point["kid_std"], "eval/seconds": point["seconds"]},
+            step=step)
+    acc.print(f"step {step}: KID x 1000 = {1000 * point['kid']:.2f} ± {1000 * point['kid_std']:.2f} "
+              f"({point['seconds']:.0f} s)")
+    if evaluator.improved(point) and trainer.cfg.keep_best_checkpoint:
+        best = save_checkpoint(acc, evaluator.best_root, step, _state(trainer, summary, evaluator), total_limit=None)
+        if acc.is_main_process:
+            keep_only(evaluator.best_root, best.name)
+
+
+def _loop(trainer: Trainer, step: int, summary: RunSummary, evaluator: InLoopKID | None) -> None:
+    """Train from `step` to the end: step, log, evaluate, checkpoint and validate on schedule."""
     cfg, acc = trainer.cfg, trainer.accelerator
     if trainer.phases[0].every != 1:
         raise ValueError(f"{type(trainer).__name__}: the first phase's loss is the run's loss, so it runs every step")
@@ -198,9 +243,11 @@ def _loop(trainer: Trainer, step: int, summary: RunSummary) -> None:
         acc.log(_step_logs(trainer, results) | {"img_per_s": summary.last_rate, **batch.logs}, step=step)
         bar.update(1)
         bar.set_postfix(loss=f"{summary.smoothed_loss:.4f}", img_s=rate(summary.last_rate))
+        if evaluator is not None and evaluator.due(step):
+            _evaluate(trainer, evaluator, step, summary)
         if step % cfg.checkpointing_steps == 0 or step == trainer.total_steps:
-            state = {"loss": summary.smoothed_loss, "loss_history": summary.loss_history, **trainer.state()}
-            save_checkpoint(acc, trainer.out / "checkpoints", step, state, total_limit=cfg.checkpoints_total_limit)
+            save_checkpoint(acc, trainer.out / "checkpoints", step, _state(trainer, summary, evaluator),
+                            total_limit=cfg.checkpoints_total_limit)
         if step % cfg.validation_steps == 0 and step != trainer.total_steps and acc.is_main_process:
             trainer.validate(step)
     bar.close()
@@ -214,11 +261,17 @@ def train(trainer: Trainer, precision_reason: str = "") -> RunSummary:
         save_yaml(cfg, out / "config.yaml")  # after the resume check: a refused run leaves the folder as it was
         init_trackers(acc, trainer.name, cfg)
         trainer.load_state(state)
+        evaluator = InLoopKID(trainer) if cfg.eval_steps else None
+        if evaluator is not None:
+            evaluator.restore(state)
         summary = trainer.summary_class(
             output_dir=str(out), total_steps=trainer.total_steps, start_step=step, data=trainer.data_name,
             resumed_from=resumed_from, loss_history=list(state.get("loss_history", [])),
+            prior_train_seconds=float(state.get("train_seconds", 0.0)),
             mixed_precision=f"{acc.mixed_precision} ({precision_reason})")
-        _loop(trainer, step, summary)
+        _loop(trainer, step, summary, evaluator)
+        if evaluator is not None:
+            summary.eval_history, summary.best_eval = evaluator.history, evaluator.best
         if acc.is_main_process:  # one writer: the other processes are done once the last checkpoint is saved
             summary.samples = str(trainer.validate(trainer.total_steps, name="final"))
             trainer.save(summary)

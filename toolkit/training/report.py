@@ -36,6 +36,10 @@ class RunSummary:
     resumed_from: str | None = None
     mixed_precision: str = ""
     loss_history: list[float] = field(default_factory=list)  # per step, since step 0 (kept across resumes)
+    prior_train_seconds: float = 0.0  # training time before this session's resume
+    eval_history: list[dict] = field(default_factory=list)  # in-loop KID: {step, train_seconds, kid, kid_std, seconds}
+    best_eval: dict | None = None
+    eval_seconds: float = 0.0  # spent on in-loop KID in this session
 
     def add_step(self, loss: float, seconds: float, images: int) -> None:
         """Record one optimiser step; the loss is smoothed with an EMA of 0.9 (first step taken as is)."""
@@ -62,10 +66,21 @@ class RunSummary:
             ("mixed precision", self.mixed_precision),
             ("data", self.data),
             ("skipped files", f"{len(self.skipped_files)}" + (f": {skipped}" if self.skipped_files else "")),
+            *self.eval_rows(),
             *self.output_rows(),
             ("checkpoints", str(out / "checkpoints")),
             ("logs", f"tensorboard --logdir {out / 'logs'}"),
         ]
+
+    def eval_rows(self) -> list[tuple[str, str]]:
+        """The in-loop KID, when the run measured it."""
+        if not self.eval_history:
+            return []
+        last, best = self.eval_history[-1], self.best_eval or self.eval_history[-1]
+        share = self.eval_seconds / max(self.train_seconds, 1e-9)
+        return [("KID x 1000", f"{1000 * last['kid']:.2f} ± {1000 * last['kid_std']:.2f} at step {last['step']}; "
+                               f"best {1000 * best['kid']:.2f} at step {best['step']} (kid.png)"),
+                ("evaluation cost", f"{self.eval_seconds:.0f} s, {share:.0%} of training time")]
 
     def output_rows(self) -> list[tuple[str, str]]:
         """What the run produced; the base summary knows only the samples."""
@@ -84,6 +99,10 @@ def write_summary(summary: RunSummary, out: Path) -> None:
     data.pop("loss_history")
     (out / "summary.json").write_text(json.dumps(data, indent=2))
     plot_loss(summary.loss_history, out / "loss.png")
+    if summary.eval_history:
+        from toolkit.training.evaluation import plot_eval
+
+        plot_eval(summary.eval_history, out / "kid.png")
 
 
 def plot_loss(losses: list[float], path: Path) -> None:

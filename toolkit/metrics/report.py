@@ -1,0 +1,136 @@
+"""One comparison of a generated set against a reference set: the scores asked for, memorization with the closest
+pairs as a PNG, and a short table."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from toolkit.errors import UserError
+from toolkit.metrics import scores
+from toolkit.metrics.sets import PIXELS, ImageSet
+
+METRICS = ("fid", "kid", "pr", "memorization")
+
+
+def check_count(found: ImageSet, *, k: int = 3) -> None:
+    """A one-line error when a set is too small for the metrics (precision/recall needs more than k images)."""
+    need = max(scores.MIN_IMAGES, k + 1)
+    if len(found) < need:
+        skipped = f" ({len(found.skipped)} unreadable skipped)" if found.skipped else ""
+        raise UserError(f"{found.label}: {len(found)} readable image(s){skipped}; these metrics need at least "
+                        f"{need} per set (a few hundred for stable scores)")
+
+
+def check_counts(gen: ImageSet, ref: ImageSet, *, k: int = 3) -> list[str]:
+    """Errors for sets too small for the metrics; notes on what only biases the scores or was converted."""
+    check_count(gen, k=k)
+    check_count(ref, k=k)
+    notes = []
+    if min(len(gen), len(ref)) < scores.FID_FULL_RANK:
+        notes.append(f"FID from {len(gen)} vs {len(ref)} images is biased upward below {scores.FID_FULL_RANK} per "
+                     "set: compare FIDs only at equal counts (KID is unbiased)")
+    for found in (gen, ref):
+        if len(found.sizes) > 1:
+            notes.append(f"{found.label}: mixed sizes {found.sizes}: each image is cropped to the resolution")
+        odd = {m: n for m, n in found.modes.items() if m != "RGB"}
+        if odd:
+            notes.append(f"{found.label}: {odd} images converted to RGB (grey replicated, alpha composited on white)")
+    return notes
+
+
+def compare(gen: ImageSet, ref: ImageSet, *, metrics: tuple[str, ...] = METRICS, k: int = 3, kid_subsets: int = 100,
+            kid_subset_size: int = 1000, copy_quantile: float = 0.01, seed: int = 0) -> dict:
+    """The scores of `gen` against `ref` as a JSON-ready dict (memorization under "memorization")."""
+    report: dict = {"num_generated": len(gen), "num_reference": len(ref)}
+    if "fid" in metrics:
+        report["fid"] = scores.fid(gen.features, ref.features)
+    if "kid" in metrics:
+        mean, std = scores.kid(gen.features, ref.features, subsets=kid_subsets, subset_size=kid_subset_size,
+                               seed=seed)
+        report |= {"kid": mean, "kid_std": std, "kid_subset_size": scores.kid_subset(kid_subset_size, len(gen), len(ref))}
+    if "pr" in metrics:
+        report["precision"], report["recall"] = scores.precision_recall(gen.features, ref.features, k=k)
+        report["pr_k"] = k
+    if "memorization" in metrics:
+        report["memorization"] = memorization(gen, ref, copy_quantile)
+    return report
+
+
+def _rms(thumbs: torch.Tensor) -> torch.Tensor:
+    """Thumbnails scaled so Euclidean distance is the RMS pixel difference in [0, 1]."""
+    return thumbs.double() / 255.0 / math.sqrt(thumbs.shape[1])
+
+
+def memorization(gen: ImageSet, ref: ImageSet, quantile: float) -> dict:
+    """Nearest reference image of each generated one, in Inception space and in pixels; an image is a copy when
+    it falls below the calibrated threshold in either space (Inception misses copies with a colour cast, pixels
+    miss shifted ones). `closeness` = the smaller distance / threshold ratio of the two: below 1 is a copy."""
+    inception = scores.copies(gen.features, ref.features, quantile)
+    pixels = scores.copies(_rms(gen.pixels), _rms(ref.pixels), quantile)
+    flagged = inception["flagged"] | pixels["flagged"]
+    closeness = torch.minimum(inception["distance"] / max(inception["threshold"], 1e-12),
+                              pixels["distance"] / max(pixels["threshold"], 1e-12))
+    return {
+        "copy_rate": float(flagged.double().mean()),
+        "copy_rate_inception": inception["copy_rate"],
+        "copy_rate_pixels": pixels["copy_rate"],
+        "threshold_inception": inception["threshold"],
+        "threshold_pixels": pixels["threshold"],
+        "quantile": quantile,
+        "images": [{"file_name": name, "index": n, "copy": bool(f), "closeness": float(c),
+                    "nearest_inception": ref.names[int(i)], "nearest_index_inception": int(i),
+                    "distance_inception": float(d), "nearest_pixels": ref.names[int(j)],
+                    "nearest_index_pixels": int(j), "distance_pixels": float(e)}
+                   for n, (name, f, c, i, d, j, e) in enumerate(zip(
+                       gen.names, flagged, closeness, inception["index"], inception["distance"], pixels["index"],
+                       pixels["distance"], strict=True))],
+    }
+
+
+def closest_pairs(gen: ImageSet, ref: ImageSet, memo: dict, path: Path, *, count: int = 16) -> Path:
+    """A PNG of the `count` generated images closest to a reference image (relative to the thresholds): pairs of
+    generated | nearest reference image (in the space where it is closer), labelled, copies framed in red."""
+    rows = sorted(memo["images"], key=lambda r: r["closeness"])[:count]
+    cell, label, cols = PIXELS * 2, 14, 4  # a pair: two thumbnails, upscaled x2, side by side
+    sheet = Image.new("RGB", (cols * (2 * cell + 8), math.ceil(len(rows) / cols) * (cell + label + 6)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for n, row in enumerate(rows):
+        x, y = (n % cols) * (2 * cell + 8), (n // cols) * (cell + label + 6)
+        by_pixels = row["distance_pixels"] / max(memo["threshold_pixels"], 1e-12) == row["closeness"]
+        nearest = row["nearest_index_pixels"] if by_pixels else row["nearest_index_inception"]
+        for offset, thumb in ((0, gen.pixels[row["index"]]), (cell, ref.pixels[nearest])):
+            image = Image.fromarray(thumb.numpy().reshape(PIXELS, PIXELS, 3)).resize((cell, cell), Image.NEAREST)
+            sheet.paste(image, (x + offset, y + label))
+        text = f"{row['closeness']:.2f} x threshold ({'pixels' if by_pixels else 'Inception'})"
+        draw.text((x + 2, y), text + (" copy" if row["copy"] else ""), fill="red" if row["copy"] else "black")
+        if row["copy"]:
+            draw.rectangle((x, y + label, x + 2 * cell - 1, y + label + cell - 1), outline="red", width=2)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    return path
+
+
+def table(report: dict) -> str:
+    """The headline numbers as aligned text."""
+    rows = [("images", f"{report['num_generated']} generated vs {report['num_reference']} reference")]
+    if "fid" in report:
+        rows.append(("FID", f"{report['fid']:.2f}"))
+    if "kid" in report:
+        rows.append(("KID x 1000", f"{1000 * report['kid']:.2f} ± {1000 * report['kid_std']:.2f} "
+                                   f"(subsets of {report['kid_subset_size']})"))
+    if "precision" in report:
+        rows.append(("precision / recall", f"{report['precision']:.3f} / {report['recall']:.3f} (k={report['pr_k']})"))
+    if "memorization" in report:
+        memo = report["memorization"]
+        rows.append(("copy rate", f"{memo['copy_rate']:.1%} (Inception {memo['copy_rate_inception']:.1%}, pixels "
+                                  f"{memo['copy_rate_pixels']:.1%}; threshold: the reference's own "
+                                  f"{memo['quantile']:.0%} nearest-neighbour quantile)"))
+    for key, value in report.get("extra_rows", []):
+        rows.append((key, value))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
