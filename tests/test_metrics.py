@@ -169,6 +169,8 @@ def test_bad_input_is_one_line_naming_the_folder(tmp_path, capsys):
     assert "--images: no images in" in capsys.readouterr().err
     assert main(["--images", str(tmp_path / "nope"), "--reference", str(tmp_path / "ref")]) == 2
     assert "--images: folder not found" in capsys.readouterr().err
+    assert main(["--images", str(tmp_path / "ref" / "000.png"), "--reference", str(tmp_path / "ref")]) == 2
+    assert "is a file; give the folder" in capsys.readouterr().err
 
 
 def test_the_missing_extra_names_its_install_command(tmp_path, monkeypatch, capsys):
@@ -207,6 +209,9 @@ def test_too_few_images_for_the_metrics_is_an_error():
     big = ImageSet("ref/", list("abcdef"), torch.zeros(6, 2048), torch.zeros(6, 12))
     with pytest.raises(UserError, match=r"gen/: 2 readable image\(s\) \(1 unreadable skipped\)"):
         check_counts(small, big)
+    notes = check_counts(big, big, metrics=("kid",))
+    assert not any("FID" in n for n in notes) and any("KID from subsets of 3" in n for n in notes)
+    assert any("FID from 6 vs 6" in n for n in check_counts(big, big, metrics=("fid",)))
 
 
 # --- the real Inception network

@@ -71,8 +71,10 @@ def image_files(folder: str, role: str) -> tuple[Path, list]:
     from toolkit.images import list_image_files
 
     root = Path(folder)
-    if not root.is_dir():
+    if not root.exists():
         raise UserError(f"--{role}: folder not found: {root}")
+    if not root.is_dir():
+        raise UserError(f"--{role}: {root} is a file; give the folder that holds the images")
     files = list_image_files(root)
     if not files:
         raise UserError(f"--{role}: no images in {root}")
@@ -114,7 +116,7 @@ def quality(cfg: EvaluateImagesConfig, output: Path, say=print) -> dict:
     gen = load_folder(gen_root, gen_files, resolution, extractor, cache_dir=None)
     check_count(gen, k=cfg.nearest_k)  # before the (longer) reference
     ref = load_folder(ref_root, ref_files, resolution, extractor, cache_dir=cache)
-    notes = check_counts(gen, ref, k=cfg.nearest_k)
+    notes = check_counts(gen, ref, k=cfg.nearest_k, metrics=cfg.metric_list, kid_subset_size=cfg.kid_subset_size)
     report = compare(gen, ref, metrics=cfg.metric_list, k=cfg.nearest_k, kid_subsets=cfg.kid_subsets,
                      kid_subset_size=cfg.kid_subset_size, copy_quantile=cfg.copy_quantile, seed=cfg.seed)
     if "memorization" in report and cfg.num_closest_pairs:
@@ -179,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     for note in report["notes"]:
         print(f"note: {note}")
     print(table(report | {"extra_rows": rows(report)}))
+    if report["reference_from_cache"]:
+        from toolkit.metrics.sets import default_cache
+
+        print(f"  (reference features from the cache in {cfg.cache_dir or default_cache()})")
     skipped = sum(len(v) for v in report["unreadable"].values())
     print(f"  report: {output}" + (f" ({skipped} unreadable file(s) skipped)" if skipped else ""))
     return 0

@@ -25,12 +25,17 @@ def check_count(found: ImageSet, *, k: int = 3) -> None:
                         f"{need} per set (a few hundred for stable scores)")
 
 
-def check_counts(gen: ImageSet, ref: ImageSet, *, k: int = 3) -> list[str]:
+def check_counts(gen: ImageSet, ref: ImageSet, *, k: int = 3, metrics: tuple[str, ...] = METRICS,
+                 kid_subset_size: int = 1000) -> list[str]:
     """Errors for sets too small for the metrics; notes on what only biases the scores or was converted."""
     check_count(gen, k=k)
     check_count(ref, k=k)
     notes = []
-    if min(len(gen), len(ref)) < scores.FID_FULL_RANK:
+    subset = scores.kid_subset(kid_subset_size, len(gen), len(ref))
+    if "kid" in metrics and subset < 50:
+        notes.append(f"KID from subsets of {subset} images is noisy: its std says how much (a few hundred images "
+                     "per set make it stable)")
+    if "fid" in metrics and min(len(gen), len(ref)) < scores.FID_FULL_RANK:
         notes.append(f"FID from {len(gen)} vs {len(ref)} images is biased upward below {scores.FID_FULL_RANK} per "
                      "set: compare FIDs only at equal counts (KID is unbiased)")
     for found in (gen, ref):

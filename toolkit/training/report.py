@@ -80,6 +80,8 @@ class RunSummary:
         share = self.eval_seconds / max(self.train_seconds, 1e-9)
         return [("KID x 1000", f"{1000 * last['kid']:.2f} ± {1000 * last['kid_std']:.2f} at step {last['step']}; "
                                f"best {1000 * best['kid']:.2f} at step {best['step']} (kid.png)"),
+                *([("best checkpoint", str(Path(self.output_dir) / "checkpoints_best" / f"checkpoint-{best['step']}"))]
+                  if (Path(self.output_dir) / "checkpoints_best" / f"checkpoint-{best['step']}").is_dir() else []),
                 ("evaluation cost", f"{self.eval_seconds:.0f} s, {share:.0%} of training time")]
 
     def output_rows(self) -> list[tuple[str, str]]:
