@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     output.write_text(json.dumps(report, indent=1))
     for note in report["notes"]:
         print(f"note: {note}")
-    print(table(report | {"extra_rows": rows(report)}))
+    print(table(report, rows(report)))
     if report["reference_from_cache"]:
         from toolkit.metrics.sets import default_cache
 

@@ -56,7 +56,8 @@ def compare(gen: ImageSet, ref: ImageSet, *, metrics: tuple[str, ...] = METRICS,
     if "kid" in metrics:
         mean, std = scores.kid(gen.features, ref.features, subsets=kid_subsets, subset_size=kid_subset_size,
                                seed=seed)
-        report |= {"kid": mean, "kid_std": std, "kid_subset_size": scores.kid_subset(kid_subset_size, len(gen), len(ref))}
+        report |= {"kid": mean, "kid_std": std,
+                   "kid_subset_size": scores.kid_subset(kid_subset_size, len(gen), len(ref))}
     if "pr" in metrics:
         report["precision"], report["recall"] = scores.precision_recall(gen.features, ref.features, k=k)
         report["pr_k"] = k
@@ -77,8 +78,9 @@ def memorization(gen: ImageSet, ref: ImageSet, quantile: float) -> dict:
     inception = scores.copies(gen.features, ref.features, quantile)
     pixels = scores.copies(_rms(gen.pixels), _rms(ref.pixels), quantile)
     flagged = inception["flagged"] | pixels["flagged"]
-    closeness = torch.minimum(inception["distance"] / max(inception["threshold"], 1e-12),
-                              pixels["distance"] / max(pixels["threshold"], 1e-12))
+    inception_ratio = inception["distance"] / max(inception["threshold"], 1e-12)
+    pixel_ratio = pixels["distance"] / max(pixels["threshold"], 1e-12)
+    closeness, by_pixels = torch.minimum(inception_ratio, pixel_ratio), pixel_ratio < inception_ratio
     return {
         "copy_rate": float(flagged.double().mean()),
         "copy_rate_inception": inception["copy_rate"],
@@ -87,12 +89,13 @@ def memorization(gen: ImageSet, ref: ImageSet, quantile: float) -> dict:
         "threshold_pixels": pixels["threshold"],
         "quantile": quantile,
         "images": [{"file_name": name, "index": n, "copy": bool(f), "closeness": float(c),
+                    "closest_in": "pixels" if p else "inception",
                     "nearest_inception": ref.names[int(i)], "nearest_index_inception": int(i),
                     "distance_inception": float(d), "nearest_pixels": ref.names[int(j)],
                     "nearest_index_pixels": int(j), "distance_pixels": float(e)}
-                   for n, (name, f, c, i, d, j, e) in enumerate(zip(
-                       gen.names, flagged, closeness, inception["index"], inception["distance"], pixels["index"],
-                       pixels["distance"], strict=True))],
+                   for n, (name, f, c, p, i, d, j, e) in enumerate(zip(
+                       gen.names, flagged, closeness, by_pixels, inception["index"], inception["distance"],
+                       pixels["index"], pixels["distance"], strict=True))],
     }
 
 
@@ -105,12 +108,11 @@ def closest_pairs(gen: ImageSet, ref: ImageSet, memo: dict, path: Path, *, count
     draw = ImageDraw.Draw(sheet)
     for n, row in enumerate(rows):
         x, y = (n % cols) * (2 * cell + 8), (n // cols) * (cell + label + 6)
-        by_pixels = row["distance_pixels"] / max(memo["threshold_pixels"], 1e-12) == row["closeness"]
-        nearest = row["nearest_index_pixels"] if by_pixels else row["nearest_index_inception"]
-        for offset, thumb in ((0, gen.pixels[row["index"]]), (cell, ref.pixels[nearest])):
+        space = row["closest_in"]
+        for offset, thumb in ((0, gen.pixels[row["index"]]), (cell, ref.pixels[row[f"nearest_index_{space}"]])):
             image = Image.fromarray(thumb.numpy().reshape(PIXELS, PIXELS, 3)).resize((cell, cell), Image.NEAREST)
             sheet.paste(image, (x + offset, y + label))
-        text = f"{row['closeness']:.2f} x threshold ({'pixels' if by_pixels else 'Inception'})"
+        text = f"{row['closeness']:.2f} x threshold ({space})"
         draw.text((x + 2, y), text + (" copy" if row["copy"] else ""), fill="red" if row["copy"] else "black")
         if row["copy"]:
             draw.rectangle((x, y + label, x + 2 * cell - 1, y + label + cell - 1), outline="red", width=2)
@@ -119,8 +121,8 @@ def closest_pairs(gen: ImageSet, ref: ImageSet, memo: dict, path: Path, *, count
     return path
 
 
-def table(report: dict) -> str:
-    """The headline numbers as aligned text."""
+def table(report: dict, extra: list[tuple[str, str]] = ()) -> str:
+    """The headline numbers, then `extra` (label, value) rows, as aligned text."""
     rows = [("images", f"{report['num_generated']} generated vs {report['num_reference']} reference")]
     if "fid" in report:
         rows.append(("FID", f"{report['fid']:.2f}"))
@@ -134,8 +136,7 @@ def table(report: dict) -> str:
         rows.append(("copy rate", f"{memo['copy_rate']:.1%} (Inception {memo['copy_rate_inception']:.1%}, pixels "
                                   f"{memo['copy_rate_pixels']:.1%}; threshold: the reference's own "
                                   f"{memo['quantile']:.0%} nearest-neighbour quantile)"))
-    for key, value in report.get("extra_rows", []):
-        rows.append((key, value))
+    rows += extra
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 

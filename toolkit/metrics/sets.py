@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -130,27 +130,31 @@ def embed(label: str, images: Iterable[np.ndarray], extractor: InceptionFeatures
 def load_folder(root: Path, files: list[Path], resolution: int, extractor: InceptionFeatures, *,
                 cache_dir: Path | None) -> ImageSet:
     """The set of `files` under `root` at `resolution`, from the cache when its content was seen before."""
-    key = folder_key(root, files, resolution) if cache_dir is not None else None
-    cached = read_cache(cache_dir, key, str(root)) if key else None
-    if cached is not None:
-        return cached
-    found = ImageSet(str(root), [], torch.zeros(0), torch.zeros(0))
-    found = embed(str(root), _decode(root, files, resolution, found), extractor, total=len(files), found=found)
-    if key:
-        write_cache(cache_dir, key, found)
-    return found
+    def compute() -> ImageSet:
+        found = ImageSet(str(root), [], torch.zeros(0), torch.zeros(0))
+        return embed(str(root), _decode(root, files, resolution, found), extractor, total=len(files), found=found)
+
+    return _cached(cache_dir, lambda: folder_key(root, files, resolution), str(root), compute)
 
 
 def load_arrays(label: str, images: list[np.ndarray], extractor: InceptionFeatures, *,
                 cache_dir: Path | None) -> ImageSet:
     """The set of decoded (R, R, 3) uint8 images (a trainer's training images), cached by their bytes."""
-    key = _key(*(part for im in images for part in (str(im.shape).encode(), im.tobytes()))) if cache_dir else None
-    cached = read_cache(cache_dir, key, label) if key else None
-    if cached is not None:
-        return cached
-    found = embed(label, images, extractor, total=len(images))
-    if key:
-        write_cache(cache_dir, key, found)
+    def key() -> str:
+        return _key(*(part for im in images for part in (str(im.shape).encode(), im.tobytes())))
+
+    return _cached(cache_dir, key, label, lambda: embed(label, images, extractor, total=len(images)))
+
+
+def _cached(cache_dir: Path | None, key: Callable[[], str], label: str, compute: Callable[[], ImageSet]) -> ImageSet:
+    """The cached set under `key()`, or `compute()` written to the cache; no cache: always compute."""
+    if cache_dir is None:
+        return compute()
+    name = key()
+    found = read_cache(cache_dir, name, label)
+    if found is None:
+        found = compute()
+        write_cache(cache_dir, name, found)
     return found
 
 

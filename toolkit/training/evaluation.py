@@ -31,7 +31,7 @@ def spread(total: int, count: int) -> list[int]:
 
 
 class InLoopKID:
-    """KID of `num_eval_images` samples against the first `num_eval_reference` training images."""
+    """KID of `num_eval_images` samples against `num_eval_reference` training images spread over the set."""
 
     def __init__(self, trainer) -> None:
         require_torchmetrics()  # a missing extra or a damaged file fails before training, not at the first evaluation
