@@ -29,7 +29,8 @@ needs_inception = pytest.mark.skipif(not _have_inception(), reason="FID Inceptio
 
 
 def tiny_argv(output_dir, **overrides) -> list[str]:
-    """Command-line flags for a seconds-long run: tiny UNet, 16 px, a handful of synthetic figures, fp32."""
+    """Command-line flags for a seconds-long run: tiny UNet, 16 px, a handful of synthetic figures, fp32 (an
+    override of None drops the flag)."""
     flags = {
         "output_dir": str(output_dir), "model_preset": "tiny", "resolution": 16, "train_batch_size": 4,
         "num_figures": 12, "max_train_steps": 4, "validation_steps": 100, "checkpointing_steps": 100,
@@ -39,6 +40,8 @@ def tiny_argv(output_dir, **overrides) -> list[str]:
     flags.update(overrides)
     argv = []
     for key, value in flags.items():
+        if value is None:  # leave the option at its default
+            continue
         if value is True:
             argv.append(f"--{key}")
         elif value is False:

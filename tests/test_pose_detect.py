@@ -1,4 +1,5 @@
-"""The MediaPipe backend on a real photo: the public-domain astronaut image shipped inside scikit-image."""
+"""MediaPipe on a real photo (the public-domain astronaut image shipped inside scikit-image): the pose backend and
+the face-detection rate."""
 
 from __future__ import annotations
 
@@ -68,3 +69,15 @@ def test_prepare_poses_writes_a_dataset_folder_that_datasets_loads(tmp_path, ast
     assert main([*argv[:-2], "--min_joints", "18"]) == 0  # stricter filter: re-applied without re-detecting
     assert "kept              0" in capsys.readouterr().out
     assert not (out / "conditioning" / "crew__astronaut.png").exists()  # no stale map left behind
+
+
+def test_face_rate_finds_the_astronauts_face_at_64px_and_none_in_noise(astronaut):
+    from PIL import Image
+
+    from toolkit.metrics.faces import face_rate
+
+    face = np.asarray(Image.fromarray(astronaut[20:240, 120:340]).resize((64, 64), Image.BICUBIC))  # her head
+    noise = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
+    assert face_rate([face]) == 1.0
+    assert face_rate(list(noise) + [np.full((64, 64, 3), 128, np.uint8)]) == 0.0
+    assert face_rate([face, noise[0]]) == 0.5

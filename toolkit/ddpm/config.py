@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from toolkit.config import ConfigError, option, with_defaults
+from toolkit.training.budget import PLAN_AFTER
 from toolkit.training.config import DiffusionConfig
 
 
@@ -53,7 +54,8 @@ class TrainUNetConfig(DiffusionConfig):
     ddpm_beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = option(
         "linear", "beta schedule of the DDPMScheduler")
     # --- optimisation
-    stages: list[Stage] = option([], "progressive resolution: a list of {resolution, steps, train_batch_size}",
+    stages: list[Stage] = option([], "progressive resolution: a list of {resolution, steps, train_batch_size}; "
+                                     "under --max_train_time the steps are shares of the planned length",
                                  cli=False)
     use_ema: bool = option(True, "keep an EMA of the weights; used for validation and the saved pipeline")
     ema_max_decay: float = option(0.9999, "EMA maximum decay")
@@ -64,6 +66,10 @@ class TrainUNetConfig(DiffusionConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.max_train_time and self.stages and self.stages[0].steps <= PLAN_AFTER:
+            raise ConfigError(f"stages: with max_train_time the steps are shares, but the first stage must have more "
+                              f"than {PLAN_AFTER} steps (the budget's plan is made after {PLAN_AFTER}), got "
+                              f"{self.stages[0].steps}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
 

@@ -24,6 +24,7 @@ from toolkit.ddpm.model import build_unet, check_resolution
 from toolkit.ddpm.outputs import DDPMSummary, load_unet, save_pipeline, save_unet
 from toolkit.hub import CardInfo
 from toolkit.sampling import generate, make_grid, make_scheduler
+from toolkit.training.budget import PLAN_AFTER
 from toolkit.training.evaluation import EVAL_SEED_OFFSET, spread
 from toolkit.training.loop import Phase, StepBatch, Trainer
 from toolkit.training.losses import diffusion_loss
@@ -78,6 +79,7 @@ class DDPMTrainer(Trainer):
         self.skipped = list(self.images.skipped)
         self.stages = resolve_stages(cfg, len(self.images), accelerator.num_processes)
         self.total_steps = sum(s.steps for s in self.stages)
+        self.solver_steps = cfg.num_inference_steps
         self.resolution = self.images.resolution
         self.maps = validation_maps(self.images, min(cfg.num_validation_images, len(self.images)))
         if cfg.random_flip and cfg.uses_pose_maps:
@@ -109,6 +111,24 @@ class DDPMTrainer(Trainer):
         if self.ema is not None:
             self.ema.to(acc.device)
         self.phases = [Phase("unet", [self.unet], list(self.unet.parameters()), optimizer, lr_scheduler, self.ema)]
+
+    def relative_step_cost(self, step: int) -> float:
+        """A progressive run's mean step cost (pixels x batch, over its stages' steps) relative to the stage of the
+        steps just timed (step `step` - 1)."""
+        costs = [stage.resolution ** 2 * stage.train_batch_size for stage in self.stages]
+        mean = sum(c * stage.steps for c, stage in zip(costs, self.stages, strict=True)) / self.total_steps
+        ends = np.cumsum([stage.steps for stage in self.stages])
+        return mean / costs[min(int(np.searchsorted(ends, step - 1, side="right")), len(costs) - 1)]
+
+    def set_total_steps(self, total: int) -> None:
+        """The time budget's length: one stage gets it all; progressive stages share it in their recipe
+        proportions (each keeps at least one step, the first at least the steps already made)."""
+        shares = np.array([stage.steps for stage in self.stages], dtype=np.float64)
+        steps = np.maximum(1, np.floor(total * shares / shares.sum())).astype(int)
+        steps[-1] += max(0, total - int(steps.sum()))  # the rounding remainder goes to the last stage
+        steps[0] = max(int(steps[0]), PLAN_AFTER + 1)
+        self.stages = [Stage(s.resolution, int(n), s.train_batch_size) for s, n in zip(self.stages, steps, strict=True)]
+        super().set_total_steps(int(steps.sum()))
 
     def batches(self, start_step: int) -> Iterator[StepBatch]:
         """Each stage's micro-batches from a DataLoader (workers decode ahead), grouped per optimiser step."""

@@ -63,6 +63,7 @@ class PoseLoraTrainer(Trainer):
         self.data = open_data(cfg)
         self.data_name = cfg.train_data_dir or cfg.dataset_name
         self.total_steps = total_steps(cfg, len(self.data), accelerator.num_processes)
+        self.solver_steps = cfg.num_inference_steps
         self.phases = [self._phase()]
         self.caches = build_caches(self.data, self.models, latents=cfg.cache_latents, texts=cfg.cache_text_embeddings,
                                    device=accelerator.device, dtype=self.weight_dtype)

@@ -43,6 +43,10 @@ class TrainingConfig:
     gradient_accumulation_steps: int = option(1, "micro-batches accumulated per optimiser step")
     max_train_steps: int | None = option(None, "optimiser steps; wins over --num_epochs (default 1000 if neither)")
     num_epochs: int | None = option(None, "passes over the data, used when --max_train_steps is not given")
+    max_train_time: float | None = option(
+        None, "wall-time budget in minutes: the run plans its length (and LR schedule) from the step time it "
+              "measures, and stops cleanly at the budget (checkpoint, final grid, outputs); with --max_train_steps "
+              "or --num_epochs it only stops")
     learning_rate: float = option(1e-4, "peak learning rate of AdamW")
     lr_scheduler: LR_SCHEDULERS = option("constant", "learning-rate schedule (diffusers get_scheduler)")
     lr_warmup_steps: int = option(0, "linear warm-up steps")
@@ -100,6 +104,8 @@ class TrainingConfig:
             value = getattr(self, key)
             if value is not None and value < 1:
                 raise ConfigError(f"{key} must be >= 1 when given, got {value}")
+        if self.max_train_time is not None and self.max_train_time <= 0:
+            raise ConfigError(f"max_train_time must be > 0 minutes when given, got {self.max_train_time}")
         if self.max_grad_norm < 0 or self.lr_warmup_steps < 0:
             raise ConfigError("max_grad_norm and lr_warmup_steps must be >= 0")
         for key in ("num_eval_images", "num_eval_reference"):

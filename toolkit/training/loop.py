@@ -28,11 +28,18 @@ from tqdm.auto import tqdm
 from toolkit.config import save_yaml
 from toolkit.errors import UserError
 from toolkit.hub import CardInfo, build_model_card, publish
+from toolkit.training.budget import TimeBudget, estimate_overheads, plan_steps
 from toolkit.training.checkpoints import keep_only, resolve_resume, save_checkpoint
 from toolkit.training.config import TrainingConfig
 from toolkit.training.evaluation import InLoopKID
 from toolkit.training.report import RunSummary, init_trackers, rate, write_summary
-from toolkit.training.runs import make_accelerator, maybe_resume, register_checkpoint_hooks, step_generator
+from toolkit.training.runs import (
+    make_accelerator,
+    maybe_resume,
+    register_checkpoint_hooks,
+    reschedule,
+    step_generator,
+)
 
 
 class TrainingDiverged(UserError):
@@ -85,6 +92,7 @@ class Trainer(abc.ABC):
         self.phases: list[Phase] = []
         self.total_steps = 0
         self.data_name = ""
+        self.solver_steps = 1  # network evaluations per validation image (a diffusion trainer's solver steps)
         register_checkpoint_hooks(accelerator, self.save_weights, self.load_weights)  # called at save/load time
 
     @abc.abstractmethod
@@ -136,6 +144,19 @@ class Trainer(abc.ABC):
     def reference_images(self, count: int) -> list[np.ndarray]:
         """The first `count` readable training images as the model sees them, (R, R, 3) uint8."""
         raise UserError(f"{type(self).__name__} has no in-loop evaluation: drop --eval_steps")
+
+    def plannable(self) -> bool:
+        """Whether --max_train_time may set the run's length (not when it is given in steps or epochs)."""
+        return not (self.cfg.max_train_steps or self.cfg.num_epochs)
+
+    def set_total_steps(self, total: int) -> None:
+        """Make the run `total` steps long (the time budget's plan); the loop rebuilds the LR schedules."""
+        self.total_steps = total
+
+    def relative_step_cost(self, step: int) -> float:
+        """The mean cost of a step over the run relative to the cost of step `step` (1 when all steps cost the
+        same; a progressive-resolution run differs), for the time budget's plan."""
+        return 1.0
 
     def samples_path(self, step: int, name: str | None = None) -> Path:
         """Where a validation grid goes: samples/step_000250.png, or samples/{name}.png (e.g. final)."""
@@ -191,14 +212,56 @@ def _step_logs(trainer: Trainer, results: dict[str, tuple[float, float]]) -> dic
     return logs
 
 
-def _state(trainer: Trainer, summary: RunSummary, evaluator: InLoopKID | None) -> dict:
-    """What a checkpoint keeps besides the weights: loss history, training time, evaluations, the trainer's own."""
+def _state(trainer: Trainer, summary: RunSummary, evaluator: InLoopKID | None, budget: TimeBudget | None) -> dict:
+    """What a checkpoint keeps besides the weights: loss history, training time, evaluations, the time budget's
+    plan, the trainer's own."""
     return {"loss": summary.smoothed_loss, "loss_history": summary.loss_history,
             "train_seconds": summary.prior_train_seconds + summary.train_seconds,
-            **(evaluator.state() if evaluator else {}), **trainer.state()}
+            **(evaluator.state() if evaluator else {}), **(budget.state() if budget else {}), **trainer.state()}
 
 
-def _evaluate(trainer: Trainer, evaluator: InLoopKID, step: int, summary: RunSummary) -> None:
+def _apply_plan(trainer: Trainer, total: int, step: int) -> None:
+    """Make the run `total` steps long from `step` on: the trainer's length and every phase's LR schedule."""
+    trainer.set_total_steps(total)
+    world, total = trainer.accelerator.num_processes, trainer.total_steps  # the trainer may round `total`
+    for phase in trainer.phases:
+        phase.lr_scheduler = reschedule(phase.lr_scheduler, trainer.cfg, phase.optimizer,
+                                        steps=math.ceil(total / phase.every), done=math.ceil(step / phase.every),
+                                        world=world)
+
+
+def _plan(trainer: Trainer, budget: TimeBudget, step: int) -> None:
+    """Fix the run's length from the measured step time (on the main process, shared) and apply it."""
+    acc, cfg = trainer.accelerator, trainer.cfg
+    planned = None
+    if acc.is_main_process:
+        overheads = estimate_overheads(cfg, budget.step_seconds, solver_steps=trainer.solver_steps)
+        planned = plan_steps(step, seconds_left=budget.seconds - budget.spent(),
+                             step_seconds=budget.step_seconds * trainer.relative_step_cost(step),
+                             overheads=overheads, validation_steps=cfg.validation_steps, eval_steps=cfg.eval_steps)
+    budget.planned_steps = broadcast_object_list([planned])[0]
+    budget.plan_step_seconds = budget.step_seconds
+    _apply_plan(trainer, budget.planned_steps, step)
+    acc.print(f"\n--max_train_time {cfg.max_train_time:g} min: {budget.step_seconds:.2f} s/step, "
+              f"{budget.planned_steps} steps planned")
+
+
+def _out_of_time(trainer: Trainer, budget: TimeBudget, step: int) -> bool:
+    """Whether the next step, what falls due with it and the final outputs would pass the budget (the main process
+    decides for all)."""
+    cfg = trainer.cfg
+    costs = estimate_overheads(cfg, budget.step_seconds, solver_steps=trainer.solver_steps)
+    due = costs.final
+    if (step + 1) % cfg.validation_steps == 0:
+        due += costs.validation
+    if cfg.eval_steps and (step + 1) % cfg.eval_steps == 0:
+        due += costs.evaluation
+    stop = budget.out_of_time(due)
+    return bool(broadcast_object_list([stop])[0]) if trainer.accelerator.num_processes > 1 else stop
+
+
+def _evaluate(trainer: Trainer, evaluator: InLoopKID, step: int, summary: RunSummary,
+              budget: TimeBudget | None) -> None:
     """KID on the main process, shared with the others (so their checkpoints agree); log it; keep the best."""
     acc = trainer.accelerator
     seconds = summary.prior_train_seconds + summary.train_seconds
@@ -219,16 +282,34 @@ def _evaluate(trainer: Trainer, evaluator: InLoopKID, step: int, summary: RunSum
     acc.print(f"step {step}: KID x 1000 = {1000 * point['kid']:.2f} ± {1000 * point['kid_std']:.2f} "
               f"({point['seconds']:.0f} s)")
     if evaluator.improved(point) and trainer.cfg.keep_best_checkpoint:
-        best = save_checkpoint(acc, evaluator.best_root, step, _state(trainer, summary, evaluator), total_limit=None)
+        best = save_checkpoint(acc, evaluator.best_root, step, _state(trainer, summary, evaluator, budget), total_limit=None)
         if acc.is_main_process:
             keep_only(evaluator.best_root, best.name)
 
 
-def _loop(trainer: Trainer, step: int, summary: RunSummary, evaluator: InLoopKID | None) -> None:
-    """Train from `step` to the end: step, log, evaluate, checkpoint and validate on schedule."""
+def _after_step(trainer: Trainer, step: int, summary: RunSummary, evaluator: InLoopKID | None,
+                budget: TimeBudget | None, *, last: bool) -> None:
+    """Evaluate, checkpoint and validate when due; `last`: the run ends at this step."""
     cfg, acc = trainer.cfg, trainer.accelerator
+    if evaluator is not None and (evaluator.due(step) or last):
+        _evaluate(trainer, evaluator, step, summary, budget)
+    if step % cfg.checkpointing_steps == 0 or last:
+        save_checkpoint(acc, trainer.out / "checkpoints", step, _state(trainer, summary, evaluator, budget),
+                        total_limit=cfg.checkpoints_total_limit)
+    if step % cfg.validation_steps == 0 and not last and acc.is_main_process:
+        trainer.validate(step)
+
+
+def _loop(trainer: Trainer, step: int, summary: RunSummary, evaluator: InLoopKID | None,
+          budget: TimeBudget | None) -> None:
+    """Train from `step` to the end (or the time budget): step, log, plan, evaluate, checkpoint and validate. A
+    fresh run makes at least one step whatever its budget, so that it leaves a checkpoint."""
+    acc = trainer.accelerator
     if trainer.phases[0].every != 1:
         raise ValueError(f"{type(trainer).__name__}: the first phase's loss is the run's loss, so it runs every step")
+    if budget is not None and step and _out_of_time(trainer, budget, step):  # resumed with its budget spent
+        summary.stopped_by_budget = True
+        return
     bar = tqdm(total=trainer.total_steps, initial=step, desc="training", disable=not acc.is_local_main_process)
     batches = trainer.batches(step)
     while step < trainer.total_steps:
@@ -243,13 +324,17 @@ def _loop(trainer: Trainer, step: int, summary: RunSummary, evaluator: InLoopKID
         acc.log(_step_logs(trainer, results) | {"img_per_s": summary.last_rate, **batch.logs}, step=step)
         bar.update(1)
         bar.set_postfix(loss=f"{summary.smoothed_loss:.4f}", img_s=rate(summary.last_rate))
-        if evaluator is not None and evaluator.due(step):
-            _evaluate(trainer, evaluator, step, summary)
-        if step % cfg.checkpointing_steps == 0 or step == trainer.total_steps:
-            save_checkpoint(acc, trainer.out / "checkpoints", step, _state(trainer, summary, evaluator),
-                            total_limit=cfg.checkpoints_total_limit)
-        if step % cfg.validation_steps == 0 and step != trainer.total_steps and acc.is_main_process:
-            trainer.validate(step)
+        stop = False
+        if budget is not None:
+            budget.record(time.perf_counter() - tick)
+            if budget.plan_due(step, summary.steps_done) and trainer.plannable():
+                _plan(trainer, budget, step)
+                batches, bar.total, summary.total_steps = trainer.batches(step), trainer.total_steps, trainer.total_steps
+            stop = step < trainer.total_steps and _out_of_time(trainer, budget, step)
+            summary.stopped_by_budget = stop
+        _after_step(trainer, step, summary, evaluator, budget, last=stop or step == trainer.total_steps)
+        if stop:
+            break
     bar.close()
 
 
@@ -269,7 +354,17 @@ def train(trainer: Trainer, precision_reason: str = "") -> RunSummary:
             resumed_from=resumed_from, loss_history=list(state.get("loss_history", [])),
             prior_train_seconds=float(state.get("train_seconds", 0.0)),
             mixed_precision=f"{acc.mixed_precision} ({precision_reason})")
-        _loop(trainer, step, summary, evaluator)
+        budget = TimeBudget.from_state(cfg.max_train_time, state) \
+            if cfg.max_train_time or state.get("planned_steps") else None
+        if state.get("planned_steps") and trainer.plannable():  # a resumed run keeps its plan (and LR schedule)
+            _apply_plan(trainer, state["planned_steps"], step)
+            summary.total_steps = trainer.total_steps
+        _loop(trainer, step, summary, evaluator, budget)
+        if budget is not None:
+            summary.time_budget = {"minutes": cfg.max_train_time, "planned_steps": budget.planned_steps,
+                                   "plan_step_seconds": budget.plan_step_seconds,
+                                   "step_seconds": round(budget.step_seconds, 4),
+                                   "wall_seconds": round(budget.spent(), 1)}
         if evaluator is not None:
             summary.eval_history, summary.best_eval = evaluator.history, evaluator.best
         if acc.is_main_process:  # one writer: the other processes are done once the last checkpoint is saved

@@ -40,6 +40,9 @@ class RunSummary:
     eval_history: list[dict] = field(default_factory=list)  # in-loop KID: {step, train_seconds, kid, kid_std, seconds}
     best_eval: dict | None = None
     eval_seconds: float = 0.0  # spent on in-loop KID in this session
+    time_budget: dict | None = None  # --max_train_time: {minutes, planned_steps, plan_step_seconds, step_seconds,
+    #                                                       wall_seconds}
+    stopped_by_budget: bool = False  # ended by --max_train_time before its last planned step
 
     def add_step(self, loss: float, seconds: float, images: int) -> None:
         """Record one optimiser step; the loss is smoothed with an EMA of 0.9 (first step taken as is)."""
@@ -62,6 +65,7 @@ class RunSummary:
             ("steps", f"{self.start_step + self.steps_done} / {self.total_steps}"
                       + (f" (resumed at {self.start_step})" if self.start_step else "")),
             ("throughput", f"{rate(self.images_per_second)} img/s over {self.train_seconds:.0f} s of training"),
+            *self.budget_rows(),
             ("final loss", f"{self.smoothed_loss:.4f} (smoothed)"),
             ("mixed precision", self.mixed_precision),
             ("data", self.data),
@@ -71,6 +75,18 @@ class RunSummary:
             ("checkpoints", str(out / "checkpoints")),
             ("logs", f"tensorboard --logdir {out / 'logs'}"),
         ]
+
+    def budget_rows(self) -> list[tuple[str, str]]:
+        """The time budget, when the run had one."""
+        budget = self.time_budget
+        if not budget or not budget["minutes"]:
+            return []
+        plan = (f"{budget['planned_steps']} steps planned at {budget['plan_step_seconds']:.2f} s/step (then "
+                f"{budget['step_seconds']:.2f})" if budget["planned_steps"]
+                else "not planned (length given in steps, or stopped before its plan)")
+        end = "stopped by the budget" if self.stopped_by_budget else "finished its steps"
+        return [("time budget", f"{budget['minutes']:g} min: {plan}; {end} after {budget['wall_seconds'] / 60:.1f} "
+                                "min (before the final grid and saving)")]
 
     def eval_rows(self) -> list[tuple[str, str]]:
         """The in-loop KID, when the run measured it."""

@@ -76,6 +76,23 @@ def make_lr_scheduler(cfg: TrainingConfig, optimizer: torch.optim.Optimizer, ste
                          num_training_steps=steps * world)
 
 
+def reschedule(lr_scheduler, cfg: TrainingConfig, optimizer: torch.optim.Optimizer, *, steps: int, done: int,
+               world: int):
+    """The LR schedule of `make_lr_scheduler` over `steps` steps, positioned after `done` of them, in place of
+    `lr_scheduler`'s (inside Accelerate's wrapper, which checkpoints keep). Returns the scheduler to step."""
+    import warnings
+
+    with warnings.catch_warnings():  # stepping a new schedule before its optimiser has stepped is the point here
+        warnings.simplefilter("ignore", UserWarning)
+        fresh = make_lr_scheduler(cfg, optimizer, steps, world)
+        fresh.last_epoch = done * world - 1
+        fresh.step()  # sets the optimiser's lr for step `done`
+    if hasattr(lr_scheduler, "scheduler"):  # accelerate's AcceleratedScheduler
+        lr_scheduler.scheduler = fresh
+        return lr_scheduler
+    return fresh
+
+
 def step_generator(seed: int, step: int, accelerator: Accelerator) -> torch.Generator:
     """Seed optimiser step `step` on this process: the global generator (dropout) and the returned one (noise,
     timesteps, augmentation). A resumed run therefore draws exactly what the uninterrupted run drew."""

@@ -1,0 +1,126 @@
+"""--max_train_time: the plan from the measured step time, the clean stop, and exact resume under a plan."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from conftest import tiny_argv
+from test_train_unet import UNET_FILE, assert_same_weights
+
+from toolkit.config import ConfigError, from_dict
+from toolkit.ddpm.config import TrainUNetConfig
+from toolkit.ddpm.trainer import DDPMTrainer
+from toolkit.train_unet import main
+from toolkit.training import loop
+from toolkit.training.budget import PLAN_AFTER, Overheads, estimate_overheads, plan_steps
+from toolkit.training.checkpoints import list_checkpoints
+
+
+def test_plan_counts_validations_evaluations_and_the_end():
+    plain = plan_steps(10, seconds_left=100.0, step_seconds=1.0, overheads=Overheads(0.0, 0.0, 0.0),
+                       validation_steps=50, eval_steps=None)
+    assert plain == 110
+    costly = plan_steps(10, seconds_left=100.0, step_seconds=1.0, overheads=Overheads(10.0, 40.0, 20.0),
+                        validation_steps=10, eval_steps=20)
+    assert costly == 10 + math.floor(80 / (1 + 1 + 2))  # 20 s kept for the end; each step carries its share
+    assert plan_steps(10, seconds_left=1.0, step_seconds=5.0, overheads=Overheads(0, 0, 9), validation_steps=1,
+                      eval_steps=None) == 11  # never less than one more step
+
+
+def test_overheads_grow_with_solver_steps_and_evaluation():
+    cfg = from_dict(TrainUNetConfig, {"num_validation_images": 16, "train_batch_size": 16})
+    few, many = (estimate_overheads(cfg, 1.0, solver_steps=n) for n in (10, 40))
+    assert many.validation == pytest.approx(4 * few.validation) and few.evaluation == 0.0
+    with_eval = estimate_overheads(from_dict(TrainUNetConfig, {"eval_steps": 100}), 1.0, solver_steps=10)
+    assert with_eval.evaluation > 0 and with_eval.final > with_eval.validation + with_eval.evaluation
+
+
+def test_budget_must_be_positive():
+    with pytest.raises(ConfigError, match="max_train_time"):
+        from_dict(TrainUNetConfig, {"max_train_time": 0})
+
+
+def last_lr(checkpoint):
+    return torch.load(checkpoint / "scheduler.bin", weights_only=True)["_last_lr"][0]
+
+
+def test_the_plan_sets_the_lr_schedule_and_a_resumed_run_follows_it(tmp_path, monkeypatch):
+    planned = PLAN_AFTER + 4
+    monkeypatch.setattr(loop, "plan_steps", lambda step, **_: planned)  # the timing-dependent estimate, fixed
+    common = dict(max_train_steps=None, max_train_time=10, lr_scheduler="cosine", lr_warmup_steps=0,
+                  learning_rate=1e-3, checkpointing_steps=PLAN_AFTER + 2)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert main(tiny_argv(straight, **common)) == 0
+    summary = json.loads((straight / "summary.json").read_text())
+    assert summary["total_steps"] == planned and summary["steps_done"] == planned
+    assert summary["time_budget"]["planned_steps"] == planned and not summary["stopped_by_budget"]
+    ckpt = straight / "checkpoints" / f"checkpoint-{PLAN_AFTER + 2}"
+    assert json.loads((ckpt / "trainer_state.json").read_text())["planned_steps"] == planned
+    # the cosine schedule was rebuilt for the planned length: 2 steps before its end, and 0 at its end
+    assert last_lr(ckpt) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * (planned - 2) / planned)))
+    assert last_lr(straight / "checkpoints" / f"checkpoint-{planned}") == pytest.approx(0.0, abs=1e-12)
+
+    shutil.copytree(straight, resumed)  # as if killed after the checkpoint at PLAN_AFTER + 2
+    shutil.rmtree(resumed / "checkpoints" / f"checkpoint-{planned}")
+    (resumed / UNET_FILE).unlink()
+    monkeypatch.setattr(loop, "plan_steps", lambda step, **_: pytest.fail("a resumed run must keep its plan"))
+    assert main(tiny_argv(resumed, resume_from_checkpoint="latest", **common)) == 0
+    assert_same_weights(straight, resumed)
+    assert_same_weights(straight / f"checkpoints/checkpoint-{planned}", resumed / f"checkpoints/checkpoint-{planned}")
+
+
+def test_a_spent_budget_stops_cleanly_and_a_resume_stops_at_once(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(tiny_argv(out, max_train_steps=None, max_train_time=0.0001)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by_budget"] and summary["steps_done"] == 1  # a fresh run makes at least one step
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-1"]
+    assert (out / UNET_FILE).is_file() and (out / "samples/final.png").is_file()
+    assert "stopped by the budget" in capsys.readouterr().out
+    assert main(tiny_argv(out, max_train_steps=None, max_train_time=0.0001, resume_from_checkpoint="latest")) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["steps_done"] == 0 and again["start_step"] == 1 and again["stopped_by_budget"]
+    saved = json.loads((out / "checkpoints/checkpoint-1/trainer_state.json").read_text())["wall_seconds"]
+    assert saved > 0 and again["time_budget"]["wall_seconds"] >= round(saved, 1)  # the clock goes on from there
+    # resumed without the flag, a run that never made its plan goes on as an ordinary run
+    assert main(tiny_argv(out, max_train_steps=3, resume_from_checkpoint="latest")) == 0
+    last = json.loads((out / "summary.json").read_text())
+    assert last["steps_done"] == 2 and last["time_budget"] is None and not last["stopped_by_budget"]
+
+
+def test_a_budget_shares_its_steps_among_progressive_stages(tmp_path, monkeypatch):
+    recipe = tmp_path / "stages.yaml"
+    recipe.write_text("stages:\n  - {resolution: 8, steps: 300, train_batch_size: 4}\n"
+                      "  - {resolution: 16, steps: 100, train_batch_size: 2}\n")
+    seen = {}
+
+    def fixed_plan(step, *, step_seconds, **_):
+        seen["step_seconds"] = step_seconds
+        return 2 * PLAN_AFTER
+
+    shared = DDPMTrainer.set_total_steps
+
+    def spy(self, total):
+        shared(self, total)
+        seen["stages"] = [(stage.resolution, stage.steps) for stage in self.stages]
+
+    monkeypatch.setattr(loop, "plan_steps", fixed_plan)
+    monkeypatch.setattr(loop.TimeBudget, "step_seconds", property(lambda self: 1.0))
+    monkeypatch.setattr(DDPMTrainer, "set_total_steps", spy)
+    out = tmp_path / "run"
+    assert main(tiny_argv(out, max_train_steps=None, max_train_time=10, config=str(recipe))) == 0
+    # the mean step costs (3/4 x 8^2 x 4 + 1/4 x 16^2 x 2) / (8^2 x 4) = 1.25 steps of the first stage
+    assert seen["step_seconds"] == pytest.approx(1.25)
+    assert seen["stages"] == [(8, 15), (16, 5)]  # the recipe's 3 : 1 shares of the planned 20 steps
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["total_steps"] == summary["steps_done"] == 2 * PLAN_AFTER
+
+
+def test_stage_shares_need_a_first_stage_longer_than_the_planning_steps():
+    stages = [{"resolution": 8, "steps": PLAN_AFTER}, {"resolution": 16, "steps": 100}]
+    with pytest.raises(ConfigError, match="first stage must have more than"):
+        from_dict(TrainUNetConfig, {"max_train_time": 5, "stages": stages})

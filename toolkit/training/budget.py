@@ -1,0 +1,108 @@
+"""--max_train_time: a wall-time budget that plans the run's length and stops it cleanly.
+
+The run first trains `PLAN_AFTER` steps on a provisional schedule (linear warm-up does not depend on the run's
+length, so with at least that many warm-up steps nothing differs). It then measures its step time, estimates what
+validations, evaluations and the final grid will cost, and fixes the number of steps that fit: the LR schedule is
+rebuilt for that length and the plan is kept in every checkpoint, so a resumed run follows the same schedule step
+for step. Whatever the plan, the run stops when the next step and the final outputs would pass the budget.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from toolkit.training.config import TrainingConfig
+
+PLAN_AFTER = 10  # steps timed before the plan (the first is left out: kernel selection, caches)
+SAVE_SECONDS = 5.0  # the final checkpoint and outputs, beyond the final grid
+INCEPTION_IMAGES_PER_SECOND = 15.0  # the in-loop KID's feature extraction on a 2-core CPU (docs/metrics.md)
+
+
+def sampling_seconds(step_seconds: float, *, images: int, solver_steps: int, batch: int) -> float:
+    """Estimated seconds to sample `images` with `solver_steps` network evaluations each: a forward pass costs about
+    a third of a training step (forward, backward, update) of `batch` examples."""
+    return step_seconds * images * solver_steps / (3 * batch)
+
+
+@dataclass
+class Overheads:
+    """Estimated seconds of what the loop does besides steps: per validation, per evaluation, and at the end."""
+
+    validation: float
+    evaluation: float
+    final: float
+
+
+def estimate_overheads(cfg: TrainingConfig, step_seconds: float, *, solver_steps: int) -> Overheads:
+    """What a validation grid, an in-loop evaluation and the end of the run will cost, from the step time."""
+    batch = cfg.train_batch_size * cfg.gradient_accumulation_steps
+    validation = sampling_seconds(step_seconds, images=cfg.num_validation_images, solver_steps=solver_steps,
+                                  batch=batch)
+    evaluation = 0.0
+    if cfg.eval_steps:
+        evaluation = (sampling_seconds(step_seconds, images=cfg.num_eval_images, solver_steps=solver_steps,
+                                       batch=batch) + cfg.num_eval_images / INCEPTION_IMAGES_PER_SECOND)
+    return Overheads(validation, evaluation, validation + evaluation + SAVE_SECONDS)
+
+
+def plan_steps(step: int, *, seconds_left: float, step_seconds: float, overheads: Overheads,
+               validation_steps: int, eval_steps: int | None) -> int:
+    """The total step count that fits `seconds_left` after `step`, with validations and evaluations on schedule and
+    the final outputs; at least step + 1."""
+    per_step = step_seconds + overheads.validation / validation_steps
+    if eval_steps:
+        per_step += overheads.evaluation / eval_steps
+    return step + max(1, math.floor((seconds_left - overheads.final) / per_step))
+
+
+@dataclass
+class TimeBudget:
+    """The budget of one run: seconds spent (earlier sessions included), the measured step time, and the plan."""
+
+    seconds: float
+    spent_before: float = 0.0  # wall seconds of the sessions before a resume
+    planned_steps: int | None = None  # the plan, once made (or restored from a checkpoint)
+    plan_step_seconds: float | None = None  # the step time the plan was made from
+    start: float = field(default_factory=time.perf_counter)
+    _times: list[float] = field(default_factory=list)
+
+    @classmethod
+    def from_state(cls, minutes: float | None, state: dict) -> TimeBudget:
+        """The budget of `minutes` (None: no limit, a resumed run that keeps its plan), continued from a
+        checkpoint's state (empty for a fresh run)."""
+        seconds = 60.0 * minutes if minutes else math.inf
+        return cls(seconds, float(state.get("wall_seconds", 0.0)), state.get("planned_steps"),
+                   state.get("plan_step_seconds"))
+
+    def spent(self) -> float:
+        return self.spent_before + time.perf_counter() - self.start
+
+    def record(self, seconds: float) -> None:
+        """Time of one optimiser step."""
+        self._times.append(seconds)
+
+    @property
+    def step_seconds(self) -> float:
+        """The recent step time (the first step of a session left out once there are others); before this
+        session's first step, the plan's."""
+        times = self._times[1:] if len(self._times) > 1 else self._times
+        recent = times[-50:]
+        return sum(recent) / len(recent) if recent else (self.plan_step_seconds or 0.0)
+
+    def plan_due(self, step: int, steps_this_session: int) -> bool:
+        """Plan at step PLAN_AFTER (also when resumed before it, so the plan falls where it would have), or after
+        PLAN_AFTER steps of a session resumed later without a plan."""
+        if self.planned_steps is not None or math.isinf(self.seconds):
+            return False
+        resumed_at = step - steps_this_session
+        return step == PLAN_AFTER if resumed_at < PLAN_AFTER else steps_this_session == PLAN_AFTER
+
+    def out_of_time(self, final_seconds: float) -> bool:
+        """Whether one more step and the final outputs would pass the budget."""
+        return self.spent() + self.step_seconds + final_seconds > self.seconds
+
+    def state(self) -> dict:
+        return {"wall_seconds": self.spent(), "planned_steps": self.planned_steps,
+                "plan_step_seconds": self.plan_step_seconds}
