@@ -133,4 +133,7 @@ def test_run_folders_written_before_the_shared_core_still_load(name):
         from toolkit.training.runs import total_steps
 
         assert defaults.max_train_steps is None and total_steps(defaults, 10, 1) == old.pop("max_train_steps") == 1000
+    else:  # the validation solver became DDIM-25 by measurement (docs/time_to_quality.md, the sampler) ...
+        assert (defaults.validation_scheduler, defaults.num_inference_steps) == ("ddim", 25)
+        assert (old.pop("validation_scheduler"), old.pop("num_inference_steps")) == ("dpm", 20)
     assert {k: to_dict(defaults)[k] for k in old} == old  # ... and every other old default is unchanged

@@ -42,10 +42,10 @@ class CardInfo:
     base_model: str | None = None  # what a fine-tune (a LoRA) was trained on
 
 
-DDPM_USAGE = ["from diffusers import DDPMPipeline, DPMSolverMultistepScheduler", "",
-              'pipe = DDPMPipeline.from_pretrained("{repo_id}")',
-              "pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)",
-              "images = pipe(batch_size=4, num_inference_steps=20).images"]
+DDPM_USAGE = ["from diffusers import DDIMScheduler, DDPMPipeline", "",
+              'pipe = DDPMPipeline.from_pretrained("{repo_id}")  # stock diffusers: no custom code',
+              "pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)  # the toolkit's default sampler",
+              "images = pipe(batch_size=4, num_inference_steps=25).images"]
 
 
 def build_model_card(info: CardInfo) -> ModelCard:

@@ -26,7 +26,9 @@ class Stage:
 @dataclass
 @with_defaults(resolution=32, random_flip=True, learning_rate=1e-3, lr_scheduler="cosine", lr_warmup_steps=100,
                adam_beta1=0.95, adam_weight_decay=1e-6, prediction_type="epsilon", snr_gamma=5.0,
-               validation_scheduler="dpm", output_dir="runs/ddpm-figures", help={
+               validation_scheduler="ddim", num_inference_steps=25, output_dir="runs/ddpm-figures", help={
+                   "validation_scheduler": "validation solver (DDIM: the best KID per network evaluation measured on "
+                                           "the figures and the faces, docs/time_to_quality.md)",
                    "train_data_dir": "folder of images (searched recursively) or an imagefolder with metadata.jsonl; "
                                      "with pose maps, a prepare_poses / toolkit.figures folder",
                    "random_flip": "random horizontal flip (off with pose maps: a mirrored map swaps left and right)",

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from toolkit.config import with_defaults
 from toolkit.ddpm.pipeline import PoseDDPMPipeline, pose_tensor
 from toolkit.errors import UserError
 from toolkit.images import IMAGE_EXTENSIONS, load_rgb
@@ -18,6 +19,9 @@ from toolkit.sampling import SampleConfig, generate, make_grid, make_scheduler
 
 
 @dataclass
+@with_defaults(scheduler="ddim", num_inference_steps=25,
+               help={"scheduler": "sampler (DDIM: the best KID per network evaluation on these pixel-space models, "
+                                  "docs/time_to_quality.md)"})
 class DDPMSampleConfig(SampleConfig):
     """Options of `python -m toolkit.sample ddpm`: --pipeline is a train_unet.py output folder."""
 
