@@ -196,11 +196,11 @@ def score(pipeline: Path, heldout: Path, *, count: int, solver: str, seed: int =
     """KID (x1) of `count` samples against the held-out faces, and the share in which a face is detected."""
     from toolkit.ddpm.generate import load_pipeline
     from toolkit.images import list_image_files
-    from toolkit.metrics.faces import face_rate
     from toolkit.metrics.inception import InceptionFeatures
     from toolkit.metrics.scores import kid
     from toolkit.metrics.sets import default_cache, embed, load_folder
-    from toolkit.sampling import generate, make_scheduler
+    from toolkit.pose.fidelity import face_rate
+    from toolkit.sampling import generate, make_grid, make_scheduler
 
     pipe = load_pipeline(str(pipeline))
     unet = pipe.unet.eval()
@@ -213,8 +213,6 @@ def score(pipeline: Path, heldout: Path, *, count: int, solver: str, seed: int =
     extractor = InceptionFeatures()
     ref = load_folder(heldout, list_image_files(heldout), size, extractor, cache_dir=default_cache())
     mean, std = kid(embed(str(pipeline), list(images), extractor).features, ref.features)
-    from toolkit.sampling import make_grid
-
     make_grid(images[:64], cols=8).save(pipeline / f"bench_{name}{steps}.png")
     return {"kid": round(mean, 5), "kid_std": round(std, 5), "face_rate": round(face_rate(images), 3),
             "sample_seconds": round(sample_seconds, 1)}

@@ -74,7 +74,7 @@ def test_prepare_poses_writes_a_dataset_folder_that_datasets_loads(tmp_path, ast
 def test_face_rate_finds_the_astronauts_face_at_64px_and_none_in_noise(astronaut):
     from PIL import Image
 
-    from toolkit.metrics.faces import face_rate
+    from toolkit.pose.fidelity import face_rate
 
     face = np.asarray(Image.fromarray(astronaut[20:240, 120:340]).resize((64, 64), Image.BICUBIC))  # her head
     noise = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)

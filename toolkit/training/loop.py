@@ -154,8 +154,8 @@ class Trainer(abc.ABC):
         self.total_steps = total
 
     def relative_step_cost(self, step: int) -> float:
-        """The mean cost of a step over the run relative to the cost of step `step` (1 when all steps cost the
-        same; a progressive-resolution run differs), for the time budget's plan."""
+        """The mean cost of a step over the run relative to the steps just timed, up to step `step` (1 when all
+        steps cost the same; a progressive-resolution run differs), for the time budget's plan."""
         return 1.0
 
     def samples_path(self, step: int, name: str | None = None) -> Path:
@@ -319,14 +319,15 @@ def _loop(trainer: Trainer, step: int, summary: RunSummary, evaluator: InLoopKID
             raise RuntimeError(f"{type(trainer).__name__}.batches() ended at step {step} of {trainer.total_steps}")
         results = optimizer_step(trainer, step, batch)
         step += 1
+        seconds = time.perf_counter() - tick
         loss = results[trainer.phases[0].name][0]
-        summary.add_step(loss, time.perf_counter() - tick, batch.examples)
+        summary.add_step(loss, seconds, batch.examples)
         acc.log(_step_logs(trainer, results) | {"img_per_s": summary.last_rate, **batch.logs}, step=step)
         bar.update(1)
         bar.set_postfix(loss=f"{summary.smoothed_loss:.4f}", img_s=rate(summary.last_rate))
         stop = False
         if budget is not None:
-            budget.record(time.perf_counter() - tick)
+            budget.record(seconds)
             if budget.plan_due(step, summary.steps_done) and trainer.plannable():
                 _plan(trainer, budget, step)
                 batches, bar.total, summary.total_steps = trainer.batches(step), trainer.total_steps, trainer.total_steps
