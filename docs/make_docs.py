@@ -7,6 +7,8 @@ from pathlib import Path
 from toolkit.config import markdown_table
 from toolkit.ddpm.config import TrainUNetConfig
 from toolkit.ddpm.generate import DDPMSampleConfig
+from toolkit.gan.config import TrainGANConfig
+from toolkit.gan.generate import GANSampleConfig
 from toolkit.lora.config import PoseLoraConfig
 from toolkit.lora.generate import ControlNetSampleConfig
 
@@ -53,6 +55,28 @@ def render() -> str:
             + markdown_table(ControlNetSampleConfig) + "\n")
 
 
+GAN = """# `train_gan.py` options
+
+Generated from `toolkit/gan/config.py` (options shared by every trainer come from `toolkit/training/config.py`)
+by `python docs/make_docs.py`. Flags, recipe keys and errors work as for `train_unet.py`. What the GAN baselines are
+for and how they compare is in [gan.md](gan.md).
+
+"""
+
+SAMPLE_GAN = """
+
+# `python -m toolkit.sample gan` options
+
+Images from a `train_gan.py` generator (`RUN/generator`).
+
+"""
+
+
+def render_gan() -> str:
+    """The train_gan.py and sample gan options page."""
+    return GAN + markdown_table(TrainGANConfig) + SAMPLE_GAN + markdown_table(GANSampleConfig) + "\n"
+
+
 def render_pose_lora() -> str:
     """The train_pose_lora.py options page."""
     return POSE_LORA + markdown_table(PoseLoraConfig) + "\n"
@@ -61,3 +85,4 @@ def render_pose_lora() -> str:
 if __name__ == "__main__":
     (Path(__file__).parent / "train_unet.md").write_text(render())
     (Path(__file__).parent / "train_pose_lora.md").write_text(render_pose_lora())
+    (Path(__file__).parent / "train_gan.md").write_text(render_gan())

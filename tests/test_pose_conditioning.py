@@ -120,8 +120,8 @@ def test_every_path_draws_the_same_map_from_the_same_keypoints(tmp_path):
     """Figures, the DDPM data, the pose-LoRA data and sampling all fit and draw through toolkit.pose.conditioning."""
     from toolkit.config import from_dict
     from toolkit.data.dataset import build_train_images
+    from toolkit.data.folders import read_poses
     from toolkit.data.sources import open_source
-    from toolkit.ddpm.generate import read_poses
     from toolkit.lora.config import PoseLoraConfig
     from toolkit.lora.data import open_data
     from toolkit.pose import load_pose, pose_map

@@ -1,9 +1,11 @@
-"""Generate images and a grid from a saved pipeline: `ddpm` (train_unet.py) or `controlnet` (SD + ControlNet + LoRA).
+"""Generate images and a grid from a saved model: `ddpm` (train_unet.py), `controlnet` (SD + ControlNet + LoRA) or
+`gan` (train_gan.py).
 
     python -m toolkit.sample ddpm --pipeline runs/ddpm-figures --num_images 16 --num_inference_steps 20
     python -m toolkit.sample ddpm --pipeline runs/figures-pose --poses data/figures/keypoints
     python -m toolkit.sample controlnet --pipeline SD_DIR --controlnet CONTROLNET --lora runs/pose-lora \\
         --poses poses/ --prompt "a photo of a dancer" --scheduler unipc
+    python -m toolkit.sample gan --generator runs/gan-figures/generator --num_images 64
 
 Without a command, --controlnet selects `controlnet` and anything else `ddpm`, as before the commands existed. Each
 command refuses the other's options with a one-line error. With --poses an image is made per pose, named like the
@@ -19,15 +21,18 @@ from toolkit.config import load_yaml, parse_config
 from toolkit.errors import UserError, cli_errors
 
 COMMANDS = {"ddpm": "images from a train_unet.py pipeline, unconditional or from --poses",
-            "controlnet": "images from Stable Diffusion + ControlNet-OpenPose (+ --lora), from --poses"}
+            "controlnet": "images from Stable Diffusion + ControlNet-OpenPose (+ --lora), from --poses",
+            "gan": "images from a train_gan.py generator, unconditional or from --poses"}
 
 
 def _commands() -> dict:
     """command -> (config class, function that samples and returns a status line)."""
     from toolkit.ddpm.generate import DDPMSampleConfig, sample_ddpm
+    from toolkit.gan.generate import GANSampleConfig, sample_gan
     from toolkit.lora.generate import ControlNetSampleConfig, sample_controlnet
 
-    return {"ddpm": (DDPMSampleConfig, sample_ddpm), "controlnet": (ControlNetSampleConfig, sample_controlnet)}
+    return {"ddpm": (DDPMSampleConfig, sample_ddpm), "controlnet": (ControlNetSampleConfig, sample_controlnet),
+            "gan": (GANSampleConfig, sample_gan)}
 
 
 def _names(cls: type) -> set[str]:

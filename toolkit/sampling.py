@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -116,3 +117,12 @@ class SampleConfig:
         for key in self.POSITIVE:
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+
+
+def save_samples(images: np.ndarray, names: list[str] | None, out: Path) -> str:
+    """Write images (N, H, W, 3) uint8 as PNGs (named `names`, or 00000.png ...) and grid.png; a status line."""
+    out.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        Image.fromarray(image).save(out / f"{names[i] if names else f'{i:05d}'}.png")
+    make_grid(images).save(out / "grid.png")
+    return f"wrote {len(images)} images and {out / 'grid.png'}"

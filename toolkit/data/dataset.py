@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -12,10 +13,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from toolkit.data.sources import FiguresSource, ImageSource
+from toolkit.data.sources import FiguresSource, ImageSource, open_source
 from toolkit.errors import UserError
 from toolkit.images import DECODE_ERRORS, Crop, apply_crop, plan_crop
 from toolkit.pose.conditioning import crop_pose, draw_map, resize_pose
+from toolkit.training.config import ScratchImageConfig
+from toolkit.training.loop import StepBatch
 
 CACHE_LIMIT_BYTES = 4 * 1024**3
 
@@ -159,3 +162,50 @@ class MicroBatches(torch.utils.data.Dataset):
                 tensors.append(self.images.get(0))
         generator = torch.Generator().manual_seed(self.seed * 7_919 + k)
         return augment(tensors, self.images.resolution, self.random_flip, generator), failed
+
+
+def load_images(cfg: ScratchImageConfig, resolution: int) -> tuple[TrainImages, str]:
+    """Decode the training images at `resolution` (skipping unreadable files)."""
+    maps = cfg.conditioning_image_column if cfg.uses_pose_maps else None
+    source, name = open_source(train_data_dir=cfg.train_data_dir, dataset_name=cfg.dataset_name,
+                               dataset_config_name=cfg.dataset_config_name, image_column=cfg.image_column,
+                               conditioning_column=maps, num_figures=cfg.num_figures, resolution=resolution,
+                               seed=cfg.seed)
+    images = build_train_images(source, resolution, center_crop=cfg.center_crop, cache=cfg.cache_images,
+                                max_items=cfg.max_train_samples, with_conditioning=cfg.uses_pose_maps)
+    return images, name
+
+
+def centre(item: torch.Tensor, resolution: int) -> torch.Tensor:
+    """The centre R x R of a decoded training item (C, H, W) with its short side at R."""
+    top, left = (item.shape[1] - resolution) // 2, (item.shape[2] - resolution) // 2
+    return item[:, top:top + resolution, left:left + resolution]
+
+
+def validation_maps(images: TrainImages, count: int) -> torch.Tensor | None:
+    """The pose maps of the first `count` training images (cycled if there are fewer), centre-cropped:
+    (N, 3, R, R) in [-1, 1]."""
+    if not images.with_conditioning:
+        return None
+    maps = [centre(images.get(i % len(images))[3:], images.resolution) for i in range(count)]
+    return torch.stack(maps).float().div(127.5).sub(1.0)
+
+
+def step_batches(images: TrainImages, cfg: ScratchImageConfig, accelerator, *, batch_size: int, seed: int,
+                 steps: range, skipped: list[str], logs: dict | None = None) -> Iterator[StepBatch]:
+    """The micro-batches of optimiser steps `steps` (a range within a stream of `batch_size` batches seeded by
+    `seed`), decoded ahead by DataLoader workers when not cached, grouped per step; unreadable files go to
+    `skipped`. Random flips are off with pose maps: a mirrored OpenPose map swaps left and right."""
+    accum, world = cfg.gradient_accumulation_steps, accelerator.num_processes
+    micro = MicroBatches(images, batch_size, seed=seed, random_flip=cfg.random_flip and not cfg.uses_pose_maps,
+                         shard=(accelerator.process_index, world))
+    workers = cfg.dataloader_num_workers if images.cached is None else 0
+    loader = torch.utils.data.DataLoader(micro, batch_size=None, num_workers=workers,
+                                         sampler=range(steps.start * accum, steps.stop * accum))
+    pending = []
+    for batch, failed in loader:
+        skipped.extend(failed)
+        pending.append(batch)
+        if len(pending) == accum:
+            yield StepBatch(pending, batch_size * accum * world, dict(logs or {}))
+            pending = []

@@ -14,8 +14,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+from PIL import Image
+
 from toolkit.errors import UserError
-from toolkit.images import read_metadata, safe_join
+from toolkit.images import IMAGE_EXTENSIONS, load_rgb, read_metadata, safe_join
+from toolkit.pose import load_pose, pose_map
 from toolkit.pose.draw import DEFAULT_THRESHOLD
 
 WRITERS = "python -m toolkit.prepare_poses or python -m toolkit.figures"
@@ -53,3 +58,29 @@ def read_pose_folder(root: str | Path) -> list[PoseRecord]:
     if not records:
         raise UserError(f"{metadata} lists no examples")
     return records
+
+
+def pose_tensor(maps: list[Image.Image] | np.ndarray, resolution: int) -> torch.Tensor:
+    """OpenPose maps (PIL images or uint8 (N, H, W, 3)) as float (N, 3, R, R) in [-1, 1], resized to `resolution`."""
+    arrays = []
+    for m in maps:
+        image = m if isinstance(m, Image.Image) else Image.fromarray(m)
+        image = image.convert("RGB")
+        if image.size != (resolution, resolution):
+            image = image.resize((resolution, resolution), Image.Resampling.BILINEAR)
+        arrays.append(np.asarray(image))
+    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def read_poses(folder: str, resolution: int, limit: int) -> tuple[list[str], torch.Tensor]:
+    """(names, maps (N, 3, R, R) in [-1, 1]) from OpenPose JSON (fitted and drawn at `resolution`, as in
+    training) or pose-map images."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"poses folder not found: {folder}")
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS | {".json"})[:limit]
+    if not files:
+        raise UserError(f"no OpenPose JSON or pose-map images in {folder}")
+    maps = [pose_map(load_pose(f), resolution) if f.suffix.lower() == ".json" else np.asarray(load_rgb(f))
+            for f in files]
+    return [f.stem for f in files], pose_tensor(maps, resolution)

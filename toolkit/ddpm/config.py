@@ -7,7 +7,7 @@ from typing import Literal
 
 from toolkit.config import ConfigError, option, with_defaults
 from toolkit.training.budget import PLAN_AFTER
-from toolkit.training.config import DiffusionConfig
+from toolkit.training.config import DiffusionConfig, ScratchImageConfig
 
 
 @dataclass
@@ -34,24 +34,18 @@ class Stage:
                    "random_flip": "random horizontal flip (off with pose maps: a mirrored map swaps left and right)",
                    "learning_rate": "peak learning rate of AdamW (1e-3 suits the small preset; 1e-4 larger ones)",
                    "output_dir": "where the pipeline, samples, logs and checkpoints go",
-                   "hub_model_id": "repository id, e.g. user/ddpm-portraits"})
-class TrainUNetConfig(DiffusionConfig):
+                   "hub_model_id": "repository id, e.g. user/ddpm-portraits",
+                   "conditioning": "pose: condition on OpenPose maps, concatenated to the UNet input as 3 channels "
+                                   "(figures, or a prepare_poses / toolkit.figures folder, or "
+                                   "--conditioning_image_column); random flips are off"})
+class TrainUNetConfig(DiffusionConfig, ScratchImageConfig):
     """Options of `toolkit/train_unet.py`; names follow diffusers' train_unconditional.py where one exists."""
 
-    # --- data
-    num_figures: int = option(2000, "size of the built-in synthetic figures dataset used when no data is given; "
-                                    "with --cache_images never they are rendered on the fly, so 10000000 is endless")
-    cache_images: Literal["auto", "always", "never"] = option(
-        "auto", "decode once and keep images in memory as uint8; auto does so when they fit in 4 GB")
-    dataloader_num_workers: int = option(0, "decoding workers when images are not cached in memory")
     # --- model and diffusion
     model_preset: Literal["tiny", "small", "medium", "ddpm"] = option(
         "small", "UNet2DModel size: tiny (tests), small (CPU), medium (25 M), ddpm (the diffusers example's)")
     model_config_name_or_path: str | None = option(None, "a UNet2DModel config.json (or folder) overriding the preset")
     dropout: float = option(0.0, "dropout in the UNet's resnet blocks")
-    conditioning: Literal["none", "pose"] = option(
-        "none", "pose: condition on OpenPose maps, concatenated to the UNet input as 3 channels (figures, or a "
-                "prepare_poses / toolkit.figures folder, or --conditioning_image_column); random flips are off")
     ddpm_num_steps: int = option(1000, "diffusion steps of the training noise schedule")
     ddpm_beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = option(
         "linear", "beta schedule of the DDPMScheduler")
@@ -59,12 +53,8 @@ class TrainUNetConfig(DiffusionConfig):
     stages: list[Stage] = option([], "progressive resolution: a list of {resolution, steps, train_batch_size}; "
                                      "under --max_train_time the steps are shares of the planned length",
                                  cli=False)
-    use_ema: bool = option(True, "keep an EMA of the weights; used for validation and the saved pipeline")
-    ema_max_decay: float = option(0.9999, "EMA maximum decay")
-    ema_inv_gamma: float = option(1.0, "EMA warm-up inv_gamma")
-    ema_power: float = option(0.75, "EMA warm-up power (3/4 suits short runs, 2/3 long ones)")
 
-    POSITIVE = DiffusionConfig.POSITIVE + ("ddpm_num_steps", "num_figures")
+    POSITIVE = tuple(dict.fromkeys(DiffusionConfig.POSITIVE + ScratchImageConfig.POSITIVE + ("ddpm_num_steps",)))
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -2,22 +2,11 @@
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from diffusers import DiffusionPipeline, UNet2DModel
 from PIL import Image
 
-
-def pose_tensor(maps: list[Image.Image] | np.ndarray, resolution: int) -> torch.Tensor:
-    """OpenPose maps (PIL images or uint8 (N, H, W, 3)) as float (N, 3, R, R) in [-1, 1], resized to `resolution`."""
-    arrays = []
-    for m in maps:
-        image = m if isinstance(m, Image.Image) else Image.fromarray(m)
-        image = image.convert("RGB")
-        if image.size != (resolution, resolution):
-            image = image.resize((resolution, resolution), Image.Resampling.BILINEAR)
-        arrays.append(np.asarray(image))
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+from toolkit.data.folders import pose_tensor
 
 
 class PoseDDPMPipeline(DiffusionPipeline):

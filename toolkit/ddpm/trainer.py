@@ -16,8 +16,7 @@ from accelerate.utils import set_seed
 from diffusers import DDPMScheduler, UNet2DModel
 from diffusers.training_utils import EMAModel
 
-from toolkit.data.dataset import MicroBatches, TrainImages, build_train_images
-from toolkit.data.sources import open_source
+from toolkit.data.dataset import centre, load_images, step_batches, validation_maps
 from toolkit.ddpm.card import card_info
 from toolkit.ddpm.config import Stage, TrainUNetConfig
 from toolkit.ddpm.model import build_unet, check_resolution
@@ -37,33 +36,6 @@ def resolve_stages(cfg: TrainUNetConfig, num_images: int, world: int) -> list[St
     if cfg.stages:
         return [Stage(s.resolution, s.steps, s.train_batch_size or cfg.train_batch_size) for s in cfg.stages]
     return [Stage(cfg.resolution, total_steps(cfg, num_images, world), cfg.train_batch_size)]
-
-
-def load_images(cfg: TrainUNetConfig, resolution: int) -> tuple[TrainImages, str]:
-    """Decode the training images at `resolution` (skipping unreadable files)."""
-    maps = cfg.conditioning_image_column if cfg.uses_pose_maps else None
-    source, name = open_source(train_data_dir=cfg.train_data_dir, dataset_name=cfg.dataset_name,
-                               dataset_config_name=cfg.dataset_config_name, image_column=cfg.image_column,
-                               conditioning_column=maps, num_figures=cfg.num_figures, resolution=resolution,
-                               seed=cfg.seed)
-    images = build_train_images(source, resolution, center_crop=cfg.center_crop, cache=cfg.cache_images,
-                                max_items=cfg.max_train_samples, with_conditioning=cfg.uses_pose_maps)
-    return images, name
-
-
-def centre(item: torch.Tensor, resolution: int) -> torch.Tensor:
-    """The centre R x R of a decoded training item (C, H, W) with its short side at R."""
-    top, left = (item.shape[1] - resolution) // 2, (item.shape[2] - resolution) // 2
-    return item[:, top:top + resolution, left:left + resolution]
-
-
-def validation_maps(images: TrainImages, count: int) -> torch.Tensor | None:
-    """The pose maps of the first `count` training images (cycled if there are fewer), centre-cropped:
-    (N, 3, R, R) in [-1, 1]."""
-    if not images.with_conditioning:
-        return None
-    maps = [centre(images.get(i % len(images))[3:], images.resolution) for i in range(count)]
-    return torch.stack(maps).float().div(127.5).sub(1.0)
 
 
 class DDPMTrainer(Trainer):
@@ -131,26 +103,15 @@ class DDPMTrainer(Trainer):
         super().set_total_steps(int(steps.sum()))
 
     def batches(self, start_step: int) -> Iterator[StepBatch]:
-        """Each stage's micro-batches from a DataLoader (workers decode ahead), grouped per optimiser step."""
-        cfg, acc, accum = self.cfg, self.accelerator, self.cfg.gradient_accumulation_steps
+        """Each stage's micro-batches, grouped per optimiser step, from `start_step` on."""
         stage_start = 0
         for index, stage in enumerate(self.stages):
             stage_end, first = stage_start + stage.steps, max(start_step, stage_start)
             if first < stage_end:
                 self._use_resolution(stage.resolution)
-                flip = cfg.random_flip and not cfg.uses_pose_maps  # a mirrored OpenPose map swaps left and right
-                micro = MicroBatches(self.images, stage.train_batch_size, seed=cfg.seed * 31 + index,
-                                     random_flip=flip, shard=(acc.process_index, acc.num_processes))
-                workers = cfg.dataloader_num_workers if self.images.cached is None else 0
-                loader = torch.utils.data.DataLoader(micro, batch_size=None, num_workers=workers,
-                                                     sampler=range((first - stage_start) * accum, stage.steps * accum))
-                pending, examples = [], stage.train_batch_size * accum * acc.num_processes
-                for batch, failed in loader:
-                    self.skipped.extend(failed)
-                    pending.append(batch)
-                    if len(pending) == accum:
-                        yield StepBatch(pending, examples, {"resolution": stage.resolution})
-                        pending = []
+                yield from step_batches(self.images, self.cfg, self.accelerator, batch_size=stage.train_batch_size,
+                                        seed=self.cfg.seed * 31 + index, steps=range(first - stage_start, stage.steps),
+                                        skipped=self.skipped, logs={"resolution": stage.resolution})
             stage_start = stage_end
 
     def _use_resolution(self, resolution: int) -> None:

@@ -148,3 +148,29 @@ class DiffusionConfig(TrainingConfig):
             raise ConfigError(f"pose_loss_weight must be >= 0, got {self.pose_loss_weight}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise ConfigError(f"snr_gamma must be > 0 when given, got {self.snr_gamma}")
+
+
+@dataclass
+class ScratchImageConfig(TrainingConfig):
+    """What a trainer of image models from scratch adds (the DDPM and the GAN): the built-in figures, decoding,
+    pose maps as conditioning, and an EMA of the weights it samples with."""
+
+    num_figures: int = option(2000, "size of the built-in synthetic figures dataset used when no data is given; "
+                                    "with --cache_images never they are rendered on the fly, so 10000000 is endless")
+    cache_images: Literal["auto", "always", "never"] = option(
+        "auto", "decode once and keep images in memory as uint8; auto does so when they fit in 4 GB")
+    dataloader_num_workers: int = option(0, "decoding workers when images are not cached in memory")
+    conditioning: Literal["none", "pose"] = option(
+        "none", "pose: condition on OpenPose maps (figures, or a prepare_poses / toolkit.figures folder, or "
+                "--conditioning_image_column); random flips are off")
+    use_ema: bool = option(True, "keep an EMA of the weights; used for validation and the saved model")
+    ema_max_decay: float = option(0.9999, "EMA maximum decay")
+    ema_inv_gamma: float = option(1.0, "EMA warm-up inv_gamma")
+    ema_power: float = option(0.75, "EMA warm-up power (3/4 suits short runs, 2/3 long ones)")
+
+    POSITIVE = TrainingConfig.POSITIVE + ("num_figures",)
+
+    @property
+    def uses_pose_maps(self) -> bool:
+        """Whether training reads pose maps."""
+        return self.conditioning == "pose"
