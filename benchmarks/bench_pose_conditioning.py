@@ -1,11 +1,12 @@
 """Does pose conditioning reduce limb distortion, and does the pose-weighted loss improve pose fidelity?
 
-Trains three UNet2DModels of the same size for the same number of steps on the synthetic figures,
+Trains three UNet2DModels of the same size for the same number of steps (or wall time) on the synthetic figures,
 (a) unconditional, (b) pose-conditioned, (c) pose-conditioned with the pose-weighted loss, then generates
 --num_samples images from each ((b) and (c) from held-out poses) and scores them with the figures parser.
 
     python benchmarks/bench_pose_conditioning.py --output_dir runs/bench-pose   # about 70 min on 2 CPU cores
     python benchmarks/bench_pose_conditioning.py --skip_training --scheduler dpm --num_inference_steps 20
+    python benchmarks/bench_pose_conditioning.py --minutes 40 --train_flags "--prediction_type sample --snr_gamma none"
 
 Prints JSON and a table; writes OUTPUT_DIR/results.json and a comparison grid OUTPUT_DIR/comparison.png.
 """
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -24,12 +26,15 @@ RUNS = {"a_unconditional": {}, "b_pose": {"conditioning": "pose"},
 
 
 def train(name: str, extra: dict, args) -> float:
-    """Train one configuration in a subprocess (as a user would); returns wall seconds."""
+    """Train one configuration in a subprocess (as a user would), for --steps or under a --minutes budget; returns
+    wall seconds."""
+    length = {"max_train_time": args.minutes} if args.minutes else {"max_train_steps": args.steps}
+    every = 500 if args.minutes else args.steps // 2
     flags = {"output_dir": f"{args.output_dir}/{name}", "resolution": args.resolution, "model_preset": args.preset,
-             "train_batch_size": args.batch_size, "max_train_steps": args.steps, "num_figures": args.num_figures,
-             "validation_steps": args.steps // 2, "checkpointing_steps": args.steps // 2, "seed": args.seed,
+             "train_batch_size": args.batch_size, **length, "num_figures": args.num_figures,
+             "validation_steps": every, "checkpointing_steps": every, "seed": args.seed,
              "overwrite_output_dir": True, **extra}
-    argv = [f"--{k}" if v is True else f"--{k}={v}" for k, v in flags.items()]
+    argv = [f"--{k}" if v is True else f"--{k}={v}" for k, v in flags.items()] + shlex.split(args.train_flags)
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "toolkit.train_unet", *argv], check=True)
     return time.perf_counter() - start
@@ -58,6 +63,9 @@ def main() -> None:
     parser.add_argument("--preset", default="small")
     parser.add_argument("--batch_size", type=int, default=16)
     parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--minutes", type=float, help="a wall-time budget per run (--max_train_time) instead of --steps")
+    parser.add_argument("--train_flags", default="", help="more train_unet.py flags for every run, last, e.g. "
+                                                          "'--prediction_type sample --snr_gamma none'")
     parser.add_argument("--num_figures", type=int, default=10000)
     parser.add_argument("--num_samples", type=int, default=256)
     parser.add_argument("--seed", type=int, default=0)

@@ -10,7 +10,8 @@ after the other; prints JSON and a table.
 over 20 steps is the step time, free of start-up, saving and sampling costs. `curve` trains each trainer under a
 wall-time budget, keeps the pipeline each had saved at every time point, samples them all with the same solver and
 seeds, and scores KID against the held-out faces (plus MediaPipe face detection); it writes curve.json and
-curve.png (KID against wall minutes, one line per trainer).
+curve.png (KID against wall minutes, one line per trainer), and curve_partial.json as each pipeline is scored.
+`--peer_minutes` gives the peers other time points than ours (--minutes); `--ours_flags` takes the rest of the line.
 """
 
 from __future__ import annotations
@@ -249,19 +250,24 @@ PEER_BEST = ["--mixed_precision", "bf16"]  # plus our UNet config: only the reci
 
 
 def curve(args: argparse.Namespace) -> list[dict]:
-    """Each trainer under the budgets, then every pipeline scored the same way."""
+    """Each trainer under the budgets, then every pipeline scored the same way (the rows so far kept in
+    `curve_partial.json` as they are scored)."""
     data, out = args.data, args.out
     ours_flags = ["--config", str(args.recipe)] if args.recipe else []
+    peer_points = args.peer_minutes or args.minutes
     runs = [run_ours(data / "train", out / f"ours_{m:g}min", m, ours_flags + args.ours_flags) for m in args.minutes]
     if args.peer_epochs:
         config = args.peer_unet or unet_config(args.peer_preset, 64, out / "unet_config")
         runs += run_peer("peer (best flags)", data / "train", out / "peer_best", epochs=args.peer_epochs,
-                         flags=["--model_config_name_or_path", str(config), *PEER_BEST], points=args.minutes)
+                         flags=["--model_config_name_or_path", str(config), *PEER_BEST], points=peer_points)
     if args.peer_default_epochs:
         runs += run_peer("peer (defaults)", data / "train", out / "peer_default", epochs=args.peer_default_epochs,
-                         flags=[], points=args.minutes)
-    return [run | score(Path(run["pipeline"]), data / "heldout", count=args.num_images, solver=args.solver)
-            for run in runs]
+                         flags=[], points=peer_points)
+    rows = []
+    for run in runs:
+        rows.append(run | score(Path(run["pipeline"]), data / "heldout", count=args.num_images, solver=args.solver))
+        (out / "curve_partial.json").write_text(json.dumps(rows, indent=2))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -286,7 +292,8 @@ def main(argv: list[str] | None = None) -> None:
         q.add_argument("--solver", default="ddim:50", help="name:steps, the same for every pipeline")
     p.add_argument("--data", type=Path, required=True, help="the folder `split` wrote")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--minutes", type=float, nargs="+", default=[20.0, 60.0])
+    p.add_argument("--minutes", type=float, nargs="+", default=[20.0, 60.0], help="our budgets, one run each")
+    p.add_argument("--peer_minutes", type=float, nargs="+", help="the peers' time points (default: --minutes)")
     p.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "portraits_64.yaml")
     p.add_argument("--ours_flags", nargs=argparse.REMAINDER, default=[], help="more flags for our trainer (last)")
     p.add_argument("--peer_epochs", type=int, default=0, help="epochs of the best-flags peer (0: skip it); pick "

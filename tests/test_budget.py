@@ -16,7 +16,7 @@ from toolkit.ddpm.config import TrainUNetConfig
 from toolkit.ddpm.trainer import DDPMTrainer
 from toolkit.train_unet import main
 from toolkit.training import loop
-from toolkit.training.budget import PLAN_AFTER, Overheads, estimate_overheads, plan_steps
+from toolkit.training.budget import PLAN_AFTER, Overheads, backward_seconds, estimate_overheads, plan_steps
 from toolkit.training.checkpoints import list_checkpoints
 
 
@@ -94,7 +94,7 @@ def test_a_spent_budget_stops_cleanly_and_a_resume_stops_at_once(tmp_path, capsy
 
 def test_a_budget_shares_its_steps_among_progressive_stages(tmp_path, monkeypatch):
     recipe = tmp_path / "stages.yaml"
-    recipe.write_text("stages:\n  - {resolution: 8, steps: 300, train_batch_size: 4}\n"
+    recipe.write_text("dropout: 0.1\nstages:\n  - {resolution: 8, steps: 300, train_batch_size: 4}\n"
                       "  - {resolution: 16, steps: 100, train_batch_size: 2}\n")
     seen = {}
 
@@ -111,13 +111,37 @@ def test_a_budget_shares_its_steps_among_progressive_stages(tmp_path, monkeypatc
     monkeypatch.setattr(loop, "plan_steps", fixed_plan)
     monkeypatch.setattr(loop.TimeBudget, "step_seconds", property(lambda self: 1.0))
     monkeypatch.setattr(DDPMTrainer, "set_total_steps", spy)
+    timed = DDPMTrainer.stage_step_seconds
+
+    def fixed_costs(self):
+        unet = self.accelerator.unwrap_model(self.unet)
+        before = (torch.get_rng_state(), {k: v.clone() for k, v in unet.state_dict().items()})
+        seen["timed"] = timed(self)  # the real timing runs (dropout on); the plan gets fixed costs
+        seen["untouched"] = (torch.equal(before[0], torch.get_rng_state())
+                             and all(torch.equal(v, unet.state_dict()[k]) for k, v in before[1].items())
+                             and all(p.grad is None for p in unet.parameters()))
+        return [0.1, 0.2]  # a stage-2 step costs 2
+
+    monkeypatch.setattr(DDPMTrainer, "stage_step_seconds", fixed_costs)
     out = tmp_path / "run"
     assert main(tiny_argv(out, max_train_steps=None, max_train_time=10, config=str(recipe))) == 0
-    # the mean step costs (3/4 x 8^2 x 4 + 1/4 x 16^2 x 2) / (8^2 x 4) = 1.25 steps of the first stage
+    # the mean step costs 3/4 x 1 + 1/4 x 2 = 1.25 steps of the first stage
     assert seen["step_seconds"] == pytest.approx(1.25)
     assert seen["stages"] == [(8, 15), (16, 5)]  # the recipe's 3 : 1 shares of the planned 20 steps
+    assert len(seen["timed"]) == 2 and all(0 < t < 10 for t in seen["timed"])
+    assert seen["untouched"]  # no weight, gradient or random draw of the run changed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["total_steps"] == summary["steps_done"] == 2 * PLAN_AFTER
+
+
+def test_backward_timing_leaves_gradients_alone_and_grows_with_the_input():
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.Tanh(), torch.nn.Linear(256, 256))
+    params = list(net.parameters())
+    small = backward_seconds(lambda: net(torch.randn(8, 256)), params)
+    large = backward_seconds(lambda: net(torch.randn(4096, 256)), params, repeats=3)
+    assert 0 < small < large
+    assert all(p.grad is None for p in params)  # the timing trained nothing
 
 
 def test_stage_shares_need_a_first_stage_longer_than_the_planning_steps():

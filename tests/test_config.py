@@ -60,6 +60,14 @@ def test_literal_choices_and_value_checks():
         from_dict(TrainUNetConfig, {"train_data_dir": "a", "dataset_name": "b"})
     with pytest.raises(ConfigError, match="hub_model_id"):
         from_dict(TrainUNetConfig, {"push_to_hub": True})
+    with pytest.raises(ConfigError, match="edm_sigma_data and snr_gamma are two loss weightings"):
+        from_dict(TrainUNetConfig, {"edm_sigma_data": 0.5})  # snr_gamma defaults to 5
+    with pytest.raises(ConfigError, match="edm_sigma_data must be > 0"):
+        from_dict(TrainUNetConfig, {"edm_sigma_data": 0.0, "snr_gamma": None})
+    with pytest.raises(ConfigError, match="edm_sigma_data needs prediction_type v_prediction"):
+        from_dict(TrainUNetConfig, {"edm_sigma_data": 0.5, "snr_gamma": None})  # epsilon by default
+    edm = {"edm_sigma_data": 0.5, "snr_gamma": None, "prediction_type": "v_prediction"}
+    assert from_dict(TrainUNetConfig, edm).edm_sigma_data == 0.5
 
 
 def test_bad_recipe_files(tmp_path):

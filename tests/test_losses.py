@@ -38,6 +38,27 @@ def test_min_snr_weights(kind):
     assert torch.equal(snr_weights(sched, t, None), torch.ones(4))
 
 
+def test_edm_weights_v_prediction_error_as_snr_plus_4_times_the_denoised_error():
+    sched, t = scheduler("v_prediction"), torch.tensor([1, 100, 400, 900, 999])
+    torch.manual_seed(0)
+    x0, noise, v_pred = torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4), torch.randn(5, 3, 4, 4)
+    noisy = sched.add_noise(x0, noise, t)
+    abar = sched.alphas_cumprod[t].view(-1, 1, 1, 1)
+    x0_pred = abar.sqrt() * noisy - (1 - abar).sqrt() * v_pred  # the denoised image the v-prediction implies
+    weights = snr_weights(sched, t, None, edm_sigma_data=0.5)
+    v_err = ((v_pred - training_target(sched, x0, noise, t)) ** 2).mean(dim=(1, 2, 3))
+    x0_err = ((x0_pred - x0) ** 2).mean(dim=(1, 2, 3))
+    assert torch.allclose(weights * v_err, (closed_form_snr(sched, t) + 4) * x0_err, rtol=1e-3)
+    # between 1 (no noise) and 4 (pure noise): more weight where the layout is decided
+    assert weights[0] == pytest.approx(1, abs=0.01) and weights[-1] == pytest.approx(4, abs=0.01)
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "sample"])
+def test_edm_weights_are_refused_where_they_are_unbounded(kind):
+    with pytest.raises(ValueError, match="needs v-prediction"):
+        snr_weights(scheduler(kind), torch.tensor([1, 999]), None, edm_sigma_data=0.5)
+
+
 def test_min_snr_epsilon_weights_are_one_at_high_noise():
     sched = scheduler("epsilon")
     t = torch.tensor([900, 999])  # SNR < 5 there

@@ -436,6 +436,9 @@ def test_loss_options_change_the_loss(tiny, tmp_path):
     v_loss, run = loss(prediction_type="v_prediction", snr_gamma=5.0, noise_offset=0.1)
     assert run.models.noise_scheduler.config.prediction_type == "v_prediction" and np.isfinite(v_loss)
     assert v_loss != plain
+    edm_loss, _ = loss(prediction_type="v_prediction", edm_sigma_data=0.5)
+    unweighted, _ = loss(prediction_type="v_prediction")
+    assert edm_loss > unweighted  # EDM's weights on v's error are 1 to 4
 
 
 def test_unavailable_speedups_fall_back_with_a_message(tiny, tmp_path, capsys):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_argv
-from diffusers import DDPMPipeline
+from diffusers import DDIMScheduler, DDPMPipeline
 from PIL import Image
 from safetensors.torch import load_file
 
@@ -157,12 +157,19 @@ def test_progressive_stages_continue_the_same_weights(tmp_path):
     dict(prediction_type="v_prediction", snr_gamma=5.0, noise_offset=0.05),
     dict(prediction_type="sample", mixed_precision="bf16", validation_scheduler="unipc", use_ema=False,
          snr_gamma="none"),
+    dict(prediction_type="v_prediction", snr_gamma="none", edm_sigma_data=0.5),
 ])
 def test_training_variants_stay_finite(tmp_path, extra):
     out = tmp_path / "run"
     assert main(tiny_argv(out, max_train_steps=3, **extra)) == 0
     assert np.isfinite(json.loads((out / "summary.json").read_text())["smoothed_loss"])
     assert all(torch.isfinite(w).all() for w in weights(out).values())
+    # stock diffusers samples it: the saved scheduler config tells any scheduler what the UNet predicts
+    pipe = DDPMPipeline.from_pretrained(out)
+    assert pipe.scheduler.config.prediction_type == extra["prediction_type"]
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    images = pipe(batch_size=1, num_inference_steps=2, output_type="np").images
+    assert images.shape == (1, 16, 16, 3) and np.isfinite(images).all()
 
 
 def test_only_trainable_unet_weights_change(tmp_path):

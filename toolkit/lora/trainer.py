@@ -128,7 +128,8 @@ class PoseLoraTrainer(Trainer):
         # the limb mask of the pose map ([0, 1] as ControlNets take it; [-1, 1] here) weights the latent loss
         maps_pm1 = batch.pose_maps * 2 - 1 if cfg.pose_loss_weight else None
         return diffusion_loss(predict, self.models.noise_scheduler, batch.latents, generator=generator,
-                              noise_offset=cfg.noise_offset, snr_gamma=cfg.snr_gamma, pose_maps=maps_pm1,
+                              noise_offset=cfg.noise_offset, snr_gamma=cfg.snr_gamma,
+                              edm_sigma_data=cfg.edm_sigma_data, pose_maps=maps_pm1,
                               pose_loss_weight=cfg.pose_loss_weight)
 
     def _adapters(self, enabled: bool) -> None:

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from toolkit.training.config import TrainingConfig
+
+if TYPE_CHECKING:  # torch is imported when timing, so that parsing a config stays light
+    import torch
 
 PLAN_AFTER = 10  # steps timed before the plan (the first is left out: kernel selection, caches)
 SAVE_SECONDS = 5.0  # the final checkpoint and outputs, beyond the final grid
@@ -24,6 +29,32 @@ def sampling_seconds(step_seconds: float, *, images: int, solver_steps: int, bat
     """Estimated seconds to sample `images` with `solver_steps` network evaluations each: a forward pass costs about
     a third of a training step (forward, backward, update) of `batch` examples."""
     return step_seconds * images * solver_steps / (3 * batch)
+
+
+def backward_seconds(forward: Callable[[], torch.Tensor], params: list[torch.nn.Parameter], *,
+                     repeats: int = 2) -> float:
+    """The best of `repeats` timings of `forward()` and its gradient with respect to `params`. The run's state is
+    untouched: the gradient is returned by autograd, not accumulated into `.grad`, and the random streams (dropout)
+    are restored afterwards."""
+    import torch
+
+    device = params[0].device if params else torch.device("cpu")
+
+    def wait() -> None:  # queued device work must not count, before or after
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        elif device.type == "mps":
+            torch.mps.synchronize()
+
+    best = math.inf
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        for _ in range(repeats):  # the first call at a new shape also pays for kernel selection and allocation
+            wait()
+            begin = time.perf_counter()
+            torch.autograd.grad(forward().float().square().mean(), params, allow_unused=True)
+            wait()
+            best = min(best, time.perf_counter() - begin)
+    return best
 
 
 @dataclass

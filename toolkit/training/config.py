@@ -131,6 +131,9 @@ class DiffusionConfig(TrainingConfig):
         None, "what the model predicts; none: the noise scheduler's own")
     snr_gamma: float | None = option(None, "min-SNR loss weighting gamma (Hang et al. 2023; 5 is the usual choice); "
                                            "none: off")
+    edm_sigma_data: float | None = option(
+        None, "EDM loss weighting (Karras et al. 2022): the denoised error weighted by SNR + 1/sigma_data^2 (0.5 "
+              "for images in [-1, 1]); v-prediction only; none: off; not with snr_gamma")
     noise_offset: float = option(0.0, "offset noise strength (0.05-0.1 helps very dark or bright images)")
     pose_loss_weight: float = option(
         0.0, "pose-weighted loss: weight 1 + lambda x limb mask from the pose map (Stable-Pose: 4, i.e. 5 inside); "
@@ -148,6 +151,14 @@ class DiffusionConfig(TrainingConfig):
             raise ConfigError(f"pose_loss_weight must be >= 0, got {self.pose_loss_weight}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise ConfigError(f"snr_gamma must be > 0 when given, got {self.snr_gamma}")
+        if self.edm_sigma_data is not None and self.edm_sigma_data <= 0:
+            raise ConfigError(f"edm_sigma_data must be > 0 when given, got {self.edm_sigma_data}")
+        if self.edm_sigma_data is not None and self.snr_gamma is not None:
+            raise ConfigError(f"edm_sigma_data and snr_gamma are two loss weightings: give one (snr_gamma: null), got "
+                              f"{self.edm_sigma_data} and {self.snr_gamma}")
+        if self.edm_sigma_data is not None and self.prediction_type != "v_prediction":
+            raise ConfigError(f"edm_sigma_data needs prediction_type v_prediction (for eps or x0 its weight grows "
+                              f"without bound), got {self.prediction_type}")
 
 
 @dataclass

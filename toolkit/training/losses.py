@@ -1,4 +1,4 @@
-"""Diffusion training losses: noise, targets per prediction type, min-SNR and pose weights, and the loss of a batch
+"""Diffusion training losses: noise, targets per prediction type, min-SNR, EDM and pose weights, and the loss of a batch
 that every diffusion trainer computes (pure functions)."""
 
 from __future__ import annotations
@@ -30,22 +30,30 @@ def training_target(scheduler, x0: torch.Tensor, noise: torch.Tensor, timesteps:
     raise ValueError(f"unknown prediction_type {kind!r}")
 
 
-def snr_weights(scheduler, timesteps: torch.Tensor, snr_gamma: float | None) -> torch.Tensor:
-    """Per-sample loss weights (B,): ones, or min-SNR-gamma (Hang et al. 2023) expressed for the prediction type.
+def snr_weights(scheduler, timesteps: torch.Tensor, snr_gamma: float | None, *,
+                edm_sigma_data: float | None = None) -> torch.Tensor:
+    """Per-sample loss weights (B,): ones, min-SNR-gamma (Hang et al. 2023) or EDM's (Karras et al. 2022), expressed
+    for the prediction type.
 
-    For eps-prediction the weight is min(SNR, gamma) / SNR, for v-prediction min(SNR, gamma) / (SNR + 1), and for
-    x0-prediction min(SNR, gamma): each equals min(SNR, gamma) times the x0-space error.
+    Each is a weight on the x0-space error, divided by the weight that the prediction type's own loss puts there
+    (SNR for eps, SNR + 1 for v, 1 for x0): min-SNR weights the x0 error by min(SNR, gamma), EDM by
+    SNR + 1 / sigma_data^2, which is at least 1 / sigma_data^2 at the high noise levels that decide the layout. EDM's
+    weight is bounded only for v-prediction (1 to 1 / sigma_data^2 in v's own terms); for eps or x0 it grows without
+    limit at one end of the schedule, so it is refused there.
     """
-    if snr_gamma is None:
+    if snr_gamma is None and edm_sigma_data is None:
         return torch.ones(timesteps.shape, dtype=torch.float32, device=timesteps.device)
     snr = compute_snr(scheduler, timesteps).float()
-    clipped = torch.clamp(snr, max=snr_gamma)
     kind = scheduler.config.prediction_type
+    if edm_sigma_data is not None and kind != "v_prediction":  # without EDM's preconditioning, unbounded weights
+        raise ValueError(f"EDM loss weighting needs v-prediction (its weight is within [1, 1/sigma_data^2] only "
+                         f"there), got {kind!r}")
+    x0_weight = snr + edm_sigma_data ** -2 if edm_sigma_data is not None else torch.clamp(snr, max=snr_gamma)
     if kind == "epsilon":
-        return clipped / snr
+        return x0_weight / snr
     if kind == "v_prediction":
-        return clipped / (snr + 1)
-    return clipped
+        return x0_weight / (snr + 1)
+    return x0_weight
 
 
 def weighted_mse(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor,
@@ -77,9 +85,10 @@ def pose_pixel_weights(pose_maps: torch.Tensor, size: tuple[int, int], weight: f
 
 def diffusion_loss(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler, x0: torch.Tensor, *,
                    generator: torch.Generator, noise_offset: float = 0.0, snr_gamma: float | None = None,
-                   pose_maps: torch.Tensor | None = None, pose_loss_weight: float = 0.0) -> torch.Tensor:
+                   edm_sigma_data: float | None = None, pose_maps: torch.Tensor | None = None,
+                   pose_loss_weight: float = 0.0) -> torch.Tensor:
     """The denoising loss of clean samples x0 (B, C, H, W), pixels or latents: noise them at random timesteps, ask
-    `model(noisy, timesteps)` for the scheduler's prediction type, and take the (min-SNR, pose-)weighted MSE.
+    `model(noisy, timesteps)` for the scheduler's prediction type, and take the (min-SNR or EDM, pose-)weighted MSE.
 
     Draws from `generator` in a fixed order (noise, then timesteps), so a seeded step is reproducible. `pose_maps`
     (B, 3, H', W') in [-1, 1] weight the loss inside the limbs by 1 + pose_loss_weight, pooled to x0's size.
@@ -90,4 +99,5 @@ def diffusion_loss(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
     pred = model(scheduler.add_noise(x0, noise, timesteps), timesteps)
     target = training_target(scheduler, x0, noise, timesteps)
     weights = pose_pixel_weights(pose_maps, x0.shape[-2:], pose_loss_weight) if pose_loss_weight else None
-    return weighted_mse(pred, target, snr_weights(scheduler, timesteps, snr_gamma), weights)
+    return weighted_mse(pred, target, snr_weights(scheduler, timesteps, snr_gamma, edm_sigma_data=edm_sigma_data),
+                        weights)
