@@ -156,7 +156,7 @@ class Discriminator(ModelMixin, ConfigMixin):
             self.head = nn.Linear(widths[-1] * 16, 1)
         else:
             blocks = [ResDown(c_in, widths[0], first=True)]
-            blocks += [ResDown(a, b) for a, b in zip(widths[:-1], widths[1:-1], strict=True)]
+            blocks += [ResDown(a, b) for a, b in zip(widths[:-2], widths[1:-1], strict=True)]
             self.features = nn.Sequential(*blocks, nn.ReLU())  # (B, w1, 4, 4)
             self.head = spectral_norm(nn.Linear(widths[-2], 1))
 
