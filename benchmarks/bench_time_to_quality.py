@@ -12,6 +12,7 @@ wall-time budget, keeps the pipeline each had saved at every time point, samples
 seeds, and scores KID against the held-out faces (plus MediaPipe face detection); it writes curve.json and
 curve.png (KID against wall minutes, one line per trainer), and curve_partial.json as each pipeline is scored.
 `--peer_minutes` gives the peers other time points than ours (--minutes); `--ours_flags` takes the rest of the line.
+`score` takes DDPM pipelines and train_gan.py generator folders alike (a GAN samples in one pass; --solver is ignored).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 PEERS = ROOT.parent / "shared" / "peers"
@@ -193,28 +196,41 @@ def run_peer(name: str, data: Path, out: Path, *, epochs: int, flags: list[str],
     return rows
 
 
-def score(pipeline: Path, heldout: Path, *, count: int, solver: str, seed: int = 0) -> dict:
-    """KID (x1) of `count` samples against the held-out faces, and the share in which a face is detected."""
+def _samples(model: Path, count: int, solver: str, seed: int) -> tuple[np.ndarray, str]:
+    """`count` samples (N, H, W, 3) uint8 of a saved DDPM pipeline (with `solver`) or a train_gan.py generator
+    folder, and a name for the grid file."""
+    if (model / "config.json").is_file() and not (model / "model_index.json").is_file():  # a GAN generator
+        from toolkit.gan.generate import load_generator
+        from toolkit.gan.outputs import generate as generate_gan
+
+        return generate_gan(load_generator(str(model)), count, seed=seed), "gan"
     from toolkit.ddpm.generate import load_pipeline
+    from toolkit.sampling import generate, make_scheduler
+
+    pipe = load_pipeline(str(model))
+    name, steps = solver.split(":")
+    images = generate(pipe.unet.eval(), make_scheduler(name, pipe.scheduler.config), count,
+                      num_inference_steps=int(steps), seed=seed, batch_size=50)
+    return images, f"{name}{steps}"
+
+
+def score(pipeline: Path, heldout: Path, *, count: int, solver: str, seed: int = 0) -> dict:
+    """KID (x1) of `count` samples (of a DDPM pipeline or a GAN generator) against the held-out faces, and the share
+    in which a face is detected."""
     from toolkit.images import list_image_files
     from toolkit.metrics.inception import InceptionFeatures
     from toolkit.metrics.scores import kid
     from toolkit.metrics.sets import default_cache, embed, load_folder
     from toolkit.pose.fidelity import face_rate
-    from toolkit.sampling import generate, make_grid, make_scheduler
+    from toolkit.sampling import make_grid
 
-    pipe = load_pipeline(str(pipeline))
-    unet = pipe.unet.eval()
-    size = unet.config.sample_size
-    name, steps = solver.split(":")
     begin = time.perf_counter()
-    images = generate(unet, make_scheduler(name, pipe.scheduler.config), count, num_inference_steps=int(steps),
-                      seed=seed, batch_size=50)  # (N, H, W, 3) uint8
+    images, tag = _samples(pipeline, count, solver, seed)  # (N, H, W, 3) uint8
     sample_seconds = time.perf_counter() - begin
     extractor = InceptionFeatures()
-    ref = load_folder(heldout, list_image_files(heldout), size, extractor, cache_dir=default_cache())
+    ref = load_folder(heldout, list_image_files(heldout), images.shape[1], extractor, cache_dir=default_cache())
     mean, std = kid(embed(str(pipeline), list(images), extractor).features, ref.features)
-    make_grid(images[:64], cols=8).save(pipeline / f"bench_{name}{steps}.png")
+    make_grid(images[:64], cols=8).save(pipeline / f"bench_{tag}.png")
     return {"kid": round(mean, 5), "kid_std": round(std, 5), "face_rate": round(face_rate(images), 3),
             "sample_seconds": round(sample_seconds, 1)}
 
