@@ -35,6 +35,14 @@ def option(default: Any, help: str, cli: bool = True) -> Any:
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def check_positive(cfg: Any, keys: tuple[str, ...]) -> None:
+    """A ConfigError naming the first of `keys` whose value is below 1 (None counts as not given)."""
+    for key in keys:
+        value = getattr(cfg, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"{key} must be >= 1, got {value}")
+
+
 def with_defaults(help: dict[str, str] | None = None, **defaults: Any) -> Callable[[type[T]], type[T]]:
     """Give inherited options other defaults (and, through `help`, other help texts) in a subclass, keeping their
     type and place; put it under @dataclass. Shared options are declared once, in the base config, whatever each

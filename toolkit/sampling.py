@@ -21,7 +21,7 @@ from diffusers import (
 from PIL import Image
 from tqdm.auto import tqdm
 
-from toolkit.config import ConfigError, option
+from toolkit.config import check_positive, option
 
 SCHEDULERS = {
     "ddpm": DDPMScheduler,
@@ -114,9 +114,7 @@ class SampleConfig:
     POSITIVE = ("num_images", "num_inference_steps", "batch_size")
 
     def __post_init__(self) -> None:
-        for key in self.POSITIVE:
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        check_positive(self, self.POSITIVE)
 
 
 def save_samples(images: np.ndarray, names: list[str] | None, out: Path) -> str:

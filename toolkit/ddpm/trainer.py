@@ -13,8 +13,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from diffusers import DDPMScheduler, UNet2DModel
-from diffusers.training_utils import EMAModel
+from diffusers import DDPMScheduler
 
 from toolkit.data.dataset import centre, load_images, step_batches, validation_maps
 from toolkit.ddpm.card import card_info
@@ -28,7 +27,14 @@ from toolkit.training.evaluation import EVAL_SEED_OFFSET, spread
 from toolkit.training.loop import Phase, StepBatch, Trainer
 from toolkit.training.losses import diffusion_loss
 from toolkit.training.report import RunSummary, log_images
-from toolkit.training.runs import ema_weights, enable_xformers, make_lr_scheduler, make_optimizer, total_steps
+from toolkit.training.runs import (
+    ema_weights,
+    enable_xformers,
+    make_ema,
+    make_lr_scheduler,
+    make_optimizer,
+    total_steps,
+)
 
 
 def resolve_stages(cfg: TrainUNetConfig, num_images: int, world: int) -> list[Stage]:
@@ -74,11 +80,7 @@ class DDPMTrainer(Trainer):
                                              prediction_type=cfg.prediction_type or "epsilon")
         optimizer = make_optimizer(list(unet.parameters()), cfg.adamw)
         lr_scheduler = make_lr_scheduler(cfg, optimizer, self.total_steps, acc.num_processes)
-        self.ema = None
-        if cfg.use_ema:
-            self.ema = EMAModel(unet.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True,
-                                inv_gamma=cfg.ema_inv_gamma, power=cfg.ema_power, foreach=True,
-                                model_cls=UNet2DModel, model_config=unet.config)
+        self.ema = make_ema(cfg, unet)
         self.unet, optimizer, lr_scheduler = acc.prepare(unet, optimizer, lr_scheduler)
         if self.ema is not None:
             self.ema.to(acc.device)

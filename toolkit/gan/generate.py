@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.config import ConfigError, option
+from toolkit.config import check_positive, option
 from toolkit.data.folders import read_poses
 from toolkit.errors import UserError
 from toolkit.gan.models import Generator
@@ -26,9 +26,7 @@ class GANSampleConfig:
     output_dir: str | None = option(None, "where to write images and grid.png (default: GENERATOR/generated)")
 
     def __post_init__(self) -> None:
-        for key in ("num_images", "batch_size"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        check_positive(self, ("num_images", "batch_size"))
 
 
 def load_generator(path: str) -> Generator:

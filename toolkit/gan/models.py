@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
@@ -168,14 +167,3 @@ class Discriminator(ModelMixin, ConfigMixin):
             return self.head(x.flatten(1)).squeeze(1)
         return self.head(x.sum(dim=(2, 3))).squeeze(1)  # global sum pooling (SNGAN)
 
-
-def count_parameters(module: nn.Module) -> int:
-    """Trainable parameters of `module`."""
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def interpolate_map(pose_map: torch.Tensor, resolution: int) -> torch.Tensor:
-    """A pose map (B, 3, H, W) resized to the networks' resolution (nearest keeps the sticks' colours)."""
-    if pose_map.shape[-1] == resolution:
-        return pose_map
-    return F.interpolate(pose_map, size=(resolution, resolution), mode="nearest")

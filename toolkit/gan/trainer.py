@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
-from diffusers.training_utils import EMAModel
 
 from toolkit.data.dataset import centre, load_images, step_batches, validation_maps
 from toolkit.gan.augment import diff_augment
@@ -34,7 +33,7 @@ from toolkit.sampling import make_grid
 from toolkit.training.evaluation import EVAL_SEED_OFFSET, spread
 from toolkit.training.loop import Phase, StepBatch, Trainer
 from toolkit.training.report import RunSummary, log_images
-from toolkit.training.runs import ema_weights, make_lr_scheduler, make_optimizer, total_steps
+from toolkit.training.runs import ema_weights, make_ema, make_lr_scheduler, make_optimizer, total_steps
 
 
 class GANTrainer(Trainer):
@@ -51,6 +50,7 @@ class GANTrainer(Trainer):
         self.total_steps = total_steps(cfg, len(self.images), accelerator.num_processes)
         self.maps = validation_maps(self.images, min(cfg.num_validation_images, len(self.images)))
         self.diversity_history: list[tuple[int, float]] = []
+        self._real_diversity: dict[int, float] = {}  # per sample count: the training images' own, measured once
         self._build()
 
     def _build(self) -> None:
@@ -63,11 +63,7 @@ class GANTrainer(Trainer):
         g_steps = -(-self.total_steps // cfg.n_critic)
         g_sched = make_lr_scheduler(cfg, g_opt, g_steps, acc.num_processes)
         d_sched = make_lr_scheduler(cfg, d_opt, self.total_steps, acc.num_processes)
-        self.ema = None
-        if cfg.use_ema:
-            self.ema = EMAModel(gen.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True,
-                                inv_gamma=cfg.ema_inv_gamma, power=cfg.ema_power, foreach=True,
-                                model_cls=Generator, model_config=gen.config)
+        self.ema = make_ema(cfg, gen)
         self.gen, self.disc, g_opt, d_opt, g_sched, d_sched = acc.prepare(gen, disc, g_opt, d_opt, g_sched, d_sched)
         if self.ema is not None:
             self.ema.to(acc.device)
@@ -147,8 +143,9 @@ class GANTrainer(Trainer):
     def _watch_collapse(self, step: int, images: np.ndarray) -> None:
         """Log the samples' diversity (relative to the training images'); warn when it falls below the threshold
         times its best so far."""
-        real = np.stack(self.reference_images(len(images)))
-        value = diversity(images) / max(diversity(real), 1e-8)
+        if len(images) not in self._real_diversity:
+            self._real_diversity[len(images)] = diversity(np.stack(self.reference_images(len(images))))
+        value = diversity(images) / max(self._real_diversity[len(images)], 1e-8)
         best = max((v for _, v in self.diversity_history), default=value)
         self.diversity_history.append((step, round(float(value), 4)))
         self.accelerator.log({"diversity": value}, step=step)
@@ -185,7 +182,8 @@ class GANTrainer(Trainer):
     def save(self, summary: RunSummary) -> None:
         """The EMA generator at output_dir/generator; the collapse verdict in the summary."""
         save_generator(self.accelerator.unwrap_model(self.gen), self.ema, self.out / "generator")
-        summary.diversity = self.diversity_history
+        last = summary.start_step + summary.steps_done  # the final grid is made after the last step taken
+        summary.diversity = [(min(step, last), value) for step, value in self.diversity_history]
 
     def model_card(self, summary: RunSummary) -> CardInfo:
         return card_info(self.cfg, summary)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
-from toolkit.config import ConfigError, option
+from toolkit.config import ConfigError, check_positive, option
 
 DEFAULT_TRAIN_STEPS = 1000  # when neither max_train_steps nor num_epochs is given
 LR_SCHEDULERS = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"]
@@ -97,9 +97,7 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.train_data_dir and self.dataset_name:
             raise ConfigError("give either train_data_dir or dataset_name, not both")
-        for key in self.POSITIVE:
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        check_positive(self, self.POSITIVE)
         for key in self.POSITIVE_WHEN_GIVEN:
             value = getattr(self, key)
             if value is not None and value < 1:

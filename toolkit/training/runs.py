@@ -12,10 +12,11 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import ProjectConfiguration
+from diffusers.training_utils import EMAModel
 
 from toolkit.errors import UserError
 from toolkit.training.checkpoints import list_checkpoints, load_checkpoint, remove_partial, resolve_resume
-from toolkit.training.config import DEFAULT_TRAIN_STEPS, AdamW, TrainingConfig
+from toolkit.training.config import DEFAULT_TRAIN_STEPS, AdamW, ScratchImageConfig, TrainingConfig
 from toolkit.training.precision import resolve_mixed_precision, set_cpu_threads
 
 
@@ -142,6 +143,14 @@ def ema_weights(ema, module: torch.nn.Module) -> Iterator[torch.nn.Module]:
         yield module
     finally:
         ema.restore(module.parameters())
+
+
+def make_ema(cfg: ScratchImageConfig, model) -> EMAModel | None:
+    """The EMA of a diffusers model's weights per the config's EMA options (warm-up on), or None without --use_ema."""
+    if not cfg.use_ema:
+        return None
+    return EMAModel(model.parameters(), decay=cfg.ema_max_decay, use_ema_warmup=True, inv_gamma=cfg.ema_inv_gamma,
+                    power=cfg.ema_power, foreach=True, model_cls=type(model), model_config=model.config)
 
 
 def maybe_resume(accelerator: Accelerator, out: Path, resume_from_checkpoint: str | None,
