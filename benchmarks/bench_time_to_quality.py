@@ -12,6 +12,7 @@ wall-time budget, keeps the pipeline each had saved at every time point, samples
 seeds, and scores KID against the held-out faces (plus MediaPipe face detection); it writes curve.json and
 curve.png (KID against wall minutes, one line per trainer), and curve_partial.json as each pipeline is scored.
 `--peer_minutes` gives the peers other time points than ours (--minutes); `--ours_flags` takes the rest of the line.
+`--gan_minutes` adds one train_gan.py run (`--gan_recipe`) with its EMA generator kept at each time point.
 `score` takes DDPM pipelines and train_gan.py generator folders alike (a GAN samples in one pass; --solver is ignored).
 """
 
@@ -20,32 +21,37 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parents[1]
-PEERS = ROOT.parent / "shared" / "peers"
+from runner import (
+    PEERS,
+    ROOT,
+    latest_generator,
+    latest_pipeline,
+    log_of,
+    run_with_snapshots,
+    timed,
+)
 
 
 def split(data: Path, out: Path, *, held_out_every: int = 5) -> dict:
-    """Copy the images of `data` into out/train and out/heldout (one in `held_out_every`, by name hash); copies,
-    not symlinks, since the trainers refuse paths that lead out of the dataset folder."""
+    """Copy the images of `data` (in sub-folders too) into out/train and out/heldout, one in `held_out_every` by a
+    hash of the path; copies, not symlinks, since the trainers refuse paths that lead out of the dataset folder."""
     from toolkit.images import list_image_files
 
     counts = {"train": 0, "heldout": 0}
     for part in counts:
         (out / part).mkdir(parents=True, exist_ok=True)
     for path in list_image_files(data):
-        digest = int(hashlib.sha1(path.name.encode()).hexdigest(), 16)
+        name = "__".join(path.relative_to(data).parts)  # flat and unique: ORL's s1/1.pgm becomes s1__1.pgm
+        digest = int(hashlib.sha1(name.encode()).hexdigest(), 16)
         part = "heldout" if digest % held_out_every == 0 else "train"
-        if not (out / part / path.name).exists():
-            shutil.copy2(path, out / part / path.name)
+        if not (out / part / name).exists():
+            shutil.copy2(path, out / part / name)
         counts[part] += 1
     return counts
 
@@ -76,27 +82,6 @@ def peer_command(data: Path, out: Path, *, epochs: int, extra: list[str]) -> lis
             "--output_dir", str(out), "--overwrite_output_dir", "--num_epochs", str(epochs), "--use_ema",
             "--save_model_epochs", "1", "--save_images_epochs", "1000", "--ddpm_num_inference_steps", "1",
             "--eval_batch_size", "1", *extra]
-
-
-def child_env() -> dict[str, str]:
-    """The environment of the trainers' processes: the peer's folder and this checkout importable."""
-    paths = [str(PEERS), str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
-    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
-
-
-def log_of(out: Path) -> Path:
-    return out.parent / f"{out.name}.log"
-
-
-def timed(cmd: list[str], log: Path) -> float:
-    """Run `cmd` to the end with its output in `log`; its wall seconds (an error names the log)."""
-    env = child_env()
-    start = time.perf_counter()
-    with log.open("w") as f:
-        code = subprocess.call(cmd, stdout=f, stderr=subprocess.STDOUT, env=env)
-    if code:
-        raise SystemExit(f"{cmd[1]} failed with exit code {code}: see {log}")
-    return time.perf_counter() - start
 
 
 def subset(data: Path, count: int, folder: Path) -> Path:
@@ -140,60 +125,25 @@ def run_ours(data: Path, out: Path, minutes: float, flags: list[str]) -> dict:
     return {"trainer": "ours", "minutes": minutes, "wall_minutes": round(wall / 60, 2), "pipeline": str(out)}
 
 
-def _complete(folder: Path) -> bool:
-    """Whether `folder` holds a fully written pipeline (its UNet weights open as safetensors)."""
-    from safetensors import safe_open
-
-    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
-    try:
-        with safe_open(str(weights), "pt") as f:
-            f.keys()
-    except (OSError, RuntimeError, ValueError):
-        return False
-    return (folder / "model_index.json").is_file()
-
-
-def _snapshot(source: Path, target: Path) -> bool:
-    """Copy the pipeline the peer last saved in `source` to `target`; False if there is none (yet) or it is being
-    written (the copy is then checked and dropped)."""
-    if not _complete(source):
-        return False
-    shutil.rmtree(target, ignore_errors=True)
-    target.mkdir(parents=True)
-    for name in ("unet", "scheduler", "model_index.json"):
-        (shutil.copytree if (source / name).is_dir() else shutil.copy2)(source / name, target / name)
-    if _complete(target):
-        return True
-    shutil.rmtree(target)
-    return False
-
-
 def run_peer(name: str, data: Path, out: Path, *, epochs: int, flags: list[str], points: list[float]) -> list[dict]:
-    """The peer from process start: at each of `points` (minutes) keep a copy of the pipeline it last saved (it
-    saves one every epoch); stop it after the last point."""
-    cmd = peer_command(data, out, epochs=epochs, extra=flags)
-    rows, start = [], time.perf_counter()
-    with log_of(out).open("w") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=child_env())
-        try:
-            for minute in sorted(points):
-                target = out.parent / f"{out.name}_at_{minute:g}min"
-                while True:
-                    elapsed = time.perf_counter() - start
-                    code = proc.poll()
-                    if code:
-                        raise SystemExit(f"{name} failed with exit code {code}: see {log_of(out)}")
-                    if (elapsed >= 60 * minute or code == 0) and _snapshot(out, target):
-                        break
-                    if code == 0 and not _complete(out):
-                        raise SystemExit(f"{name} ended without a pipeline: see {log_of(out)}")
-                    time.sleep(2)
-                rows.append({"trainer": name, "minutes": minute, "wall_minutes": round(elapsed / 60, 2),
-                             "pipeline": str(target)})
-        finally:  # never leave the peer running (an error, Ctrl-C, or the last point reached)
-            proc.kill()
-            proc.wait()
-    return rows
+    """The peer, with the pipeline it saves every epoch kept at each of `points` (minutes)."""
+    return run_with_snapshots(name, peer_command(data, out, epochs=epochs, extra=flags), out, points=points,
+                              latest=latest_pipeline)
+
+
+def gan_command(data: Path, out: Path, *, minutes: float, extra: list[str]) -> list[str]:
+    """train_gan.py under a `minutes` budget, checkpointing often so that every time point has a recent generator."""
+    return [sys.executable, str(ROOT / "toolkit" / "train_gan.py"), "--train_data_dir", str(data),
+            "--output_dir", str(out), "--overwrite_output_dir", "--resolution", "64", "--checkpointing_steps", "100",
+            "--checkpoints_total_limit", "2", *extra, "--max_train_time", str(minutes)]
+
+
+def run_gan(data: Path, out: Path, *, flags: list[str], points: list[float]) -> list[dict]:
+    """One GAN run for the last of `points` (minutes), its EMA generator kept at each point (a GAN's learning rate
+    does not depend on the budget, so one run stands for all of them)."""
+    cmd = gan_command(data, out, minutes=max(points), extra=flags)
+    shutil.rmtree(out, ignore_errors=True)  # an earlier run's generator must not pass for this one's
+    return run_with_snapshots("GAN", cmd, out, points=points, latest=latest_generator)
 
 
 def _samples(model: Path, count: int, solver: str, seed: int) -> tuple[np.ndarray, str]:
@@ -279,6 +229,9 @@ def curve(args: argparse.Namespace) -> list[dict]:
     if args.peer_default_epochs:
         runs += run_peer("peer (defaults)", data / "train", out / "peer_default", epochs=args.peer_default_epochs,
                          flags=[], points=peer_points)
+    if args.gan_minutes:
+        flags = ["--config", str(args.gan_recipe)] if args.gan_recipe else []
+        runs += run_gan(data / "train", out / "gan", flags=flags, points=args.gan_minutes)
     rows = []
     for run in runs:
         rows.append(run | score(Path(run["pipeline"]), data / "heldout", count=args.num_images, solver=args.solver))
@@ -308,7 +261,8 @@ def main(argv: list[str] | None = None) -> None:
         q.add_argument("--solver", default="ddim:50", help="name:steps, the same for every pipeline")
     p.add_argument("--data", type=Path, required=True, help="the folder `split` wrote")
     p.add_argument("--out", type=Path, required=True)
-    p.add_argument("--minutes", type=float, nargs="+", default=[20.0, 60.0], help="our budgets, one run each")
+    p.add_argument("--minutes", type=float, nargs="*", default=[20.0, 60.0],
+                   help="our budgets, one run each (none: skip ours)")
     p.add_argument("--peer_minutes", type=float, nargs="+", help="the peers' time points (default: --minutes)")
     p.add_argument("--recipe", type=Path, default=ROOT / "recipes" / "portraits_64.yaml")
     p.add_argument("--ours_flags", nargs=argparse.REMAINDER, default=[], help="more flags for our trainer (last)")
@@ -317,6 +271,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--peer_preset", default="small", help="our preset whose UNet config the best-flags peer uses")
     p.add_argument("--peer_unet", type=Path, help="a UNet config folder for the peer instead of --peer_preset")
     p.add_argument("--peer_default_epochs", type=int, default=0, help="epochs of the default peer (0: skip it)")
+    p.add_argument("--gan_minutes", type=float, nargs="*", default=[],
+                   help="time points of one train_gan.py run as long as the last (none: skip it)")
+    p.add_argument("--gan_recipe", type=Path, help="a train_gan.py recipe for that run")
     args = parser.parse_args(argv)
     if args.command == "split":
         print(json.dumps(split(args.data, args.out)))

@@ -15,8 +15,16 @@ from toolkit.config import ConfigError, from_dict
 from toolkit.ddpm.config import TrainUNetConfig
 from toolkit.ddpm.trainer import DDPMTrainer
 from toolkit.train_unet import main
-from toolkit.training import loop
-from toolkit.training.budget import PLAN_AFTER, Overheads, backward_seconds, estimate_overheads, plan_steps
+from toolkit.training import loop, planning
+from toolkit.training.budget import (
+    PLAN_AFTER,
+    REPLAN_AFTER,
+    Overheads,
+    TimeBudget,
+    backward_seconds,
+    estimate_overheads,
+    plan_steps,
+)
 from toolkit.training.checkpoints import list_checkpoints
 
 
@@ -50,7 +58,7 @@ def last_lr(checkpoint):
 
 def test_the_plan_sets_the_lr_schedule_and_a_resumed_run_follows_it(tmp_path, monkeypatch):
     planned = PLAN_AFTER + 4
-    monkeypatch.setattr(loop, "plan_steps", lambda step, **_: planned)  # the timing-dependent estimate, fixed
+    monkeypatch.setattr(planning, "plan_steps", lambda step, **_: planned)  # the timing-dependent estimate, fixed
     common = dict(max_train_steps=None, max_train_time=10, lr_scheduler="cosine", lr_warmup_steps=0,
                   learning_rate=1e-3, checkpointing_steps=PLAN_AFTER + 2)
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
@@ -67,10 +75,35 @@ def test_the_plan_sets_the_lr_schedule_and_a_resumed_run_follows_it(tmp_path, mo
     shutil.copytree(straight, resumed)  # as if killed after the checkpoint at PLAN_AFTER + 2
     shutil.rmtree(resumed / "checkpoints" / f"checkpoint-{planned}")
     (resumed / UNET_FILE).unlink()
-    monkeypatch.setattr(loop, "plan_steps", lambda step, **_: pytest.fail("a resumed run must keep its plan"))
+    monkeypatch.setattr(planning, "plan_steps", lambda step, **_: pytest.fail("a resumed run must keep its plan"))
     assert main(tiny_argv(resumed, resume_from_checkpoint="latest", **common)) == 0
     assert_same_weights(straight, resumed)
     assert_same_weights(straight / f"checkpoints/checkpoint-{planned}", resumed / f"checkpoints/checkpoint-{planned}")
+
+
+@pytest.mark.parametrize("later_seconds", [0.5, 0.95])
+def test_the_plan_is_made_again_when_the_first_steps_misled_it(tmp_path, monkeypatch, capsys, later_seconds):
+    check = PLAN_AFTER + REPLAN_AFTER
+    calls = []
+
+    def plan(step, *, step_seconds, **_):
+        calls.append((step, round(step_seconds, 3)))
+        return check + (5 if len(calls) == 1 else 8)
+
+    def record(self, seconds):  # a slow start-up (1 s per step) then `later_seconds`
+        self._times.append(1.0 if len(self._times) < PLAN_AFTER else later_seconds)
+
+    monkeypatch.setattr(planning, "plan_steps", plan)
+    monkeypatch.setattr(TimeBudget, "record", record)
+    out = tmp_path / "run"
+    assert main(tiny_argv(out, max_train_steps=None, max_train_time=10, checkpointing_steps=1000)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    if later_seconds == 0.5:  # off the plan by half: planned again from the steps since, once
+        assert calls == [(PLAN_AFTER, 1.0), (check, 0.5)]
+        assert summary["total_steps"] == summary["steps_done"] == check + 8
+        assert f"planned again at step {check}" in capsys.readouterr().out
+    else:  # within the tolerance: the first plan stands
+        assert calls == [(PLAN_AFTER, 1.0)] and summary["total_steps"] == check + 5
 
 
 def test_a_spent_budget_stops_cleanly_and_a_resume_stops_at_once(tmp_path, capsys):
@@ -108,7 +141,7 @@ def test_a_budget_shares_its_steps_among_progressive_stages(tmp_path, monkeypatc
         shared(self, total)
         seen["stages"] = [(stage.resolution, stage.steps) for stage in self.stages]
 
-    monkeypatch.setattr(loop, "plan_steps", fixed_plan)
+    monkeypatch.setattr(planning, "plan_steps", fixed_plan)
     monkeypatch.setattr(loop.TimeBudget, "step_seconds", property(lambda self: 1.0))
     monkeypatch.setattr(DDPMTrainer, "set_total_steps", spy)
     timed = DDPMTrainer.stage_step_seconds

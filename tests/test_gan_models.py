@@ -16,7 +16,7 @@ def arch(kind: str, resolution: int = 16, pose: bool = False) -> dict:
 
 
 @pytest.mark.parametrize("kind", ["dcgan", "resnet"])
-@pytest.mark.parametrize("resolution", [16, 32])
+@pytest.mark.parametrize("resolution", [16, 32, 24, 40])  # 4, 3 and 5 times a power of two
 @pytest.mark.parametrize("pose", [False, True])
 def test_networks_map_latents_to_images_and_images_to_logits(kind, resolution, pose):
     torch.manual_seed(0)
@@ -44,8 +44,11 @@ def test_the_pose_generator_follows_its_map_and_refuses_to_go_without(kind):
 
 
 def test_arch_is_validated_on_creation():
-    with pytest.raises(ConfigError, match="power of two"):
-        GANArch(resolution=48)
+    shapes = [(GANArch(resolution=r).base, GANArch(resolution=r).levels) for r in (64, 48, 80)]
+    assert shapes == [(4, 4), (3, 4), (5, 4)]
+    for resolution in (56, 36, 12):
+        with pytest.raises(ConfigError, match="power of two"):
+            GANArch(resolution=resolution)
     with pytest.raises(ConfigError, match="kind"):
         GANArch(kind="stylegan")
 
@@ -104,3 +107,26 @@ def test_a_saved_generator_reloads_from_its_folder_and_reproduces_its_samples(tm
     again = Generator.from_pretrained(tmp_path / "generator").eval()
     assert again.config.pose and again.config.resolution == 16
     assert torch.equal(gen(z, maps), again(z, maps))
+
+
+def test_the_averaged_generator_has_standing_statistics_and_gives_its_own_back():
+    from diffusers.training_utils import EMAModel
+
+    from toolkit.gan.outputs import STANDING_LATENTS, averaged
+
+    torch.manual_seed(0)
+    gen = Generator(**arch("resnet"))
+    with torch.no_grad():
+        gen(torch.randn(4, 8) * 3)  # training statistics of other inputs
+    ema = EMAModel(gen.parameters(), model_cls=Generator, model_config=gen.config)
+    for shadow in ema.shadow_params:
+        shadow.mul_(0.5)  # the average differs from the live weights
+    before = {k: v.clone() for k, v in gen.state_dict().items()}
+    with averaged(gen, ema) as sampled:
+        assert all(torch.equal(p, s) for p, s in zip(sampled.parameters(), ema.shadow_params, strict=True))
+        z = torch.randn(STANDING_LATENTS, 8, generator=torch.Generator().manual_seed(0))
+        first = sampled.blocks[0].main[0]  # the first batch norm sees the projected latents
+        with torch.no_grad():
+            expected = sampled.project(z).view(STANDING_LATENTS, -1, 4, 4).mean(dim=(0, 2, 3))
+        assert torch.allclose(first.running_mean, expected, atol=1e-5)
+    assert all(torch.equal(v, before[k]) for k, v in gen.state_dict().items())  # weights and statistics back

@@ -249,10 +249,10 @@ def test_resume_continues_exactly(tiny, tmp_path):
 
 
 def test_a_time_budget_plans_the_lora_run(tiny, tmp_path, monkeypatch):
-    from toolkit.training import loop
+    from toolkit.training import planning
     from toolkit.training.budget import PLAN_AFTER
 
-    monkeypatch.setattr(loop, "plan_steps", lambda step, **_: PLAN_AFTER + 2)  # the timing-dependent estimate
+    monkeypatch.setattr(planning, "plan_steps", lambda step, **_: PLAN_AFTER + 2)  # the timing-dependent estimate
     summary = train(lora_cfg(tiny, tmp_path / "run", max_train_steps=None, max_train_time=10))
     assert summary.total_steps == summary.steps_done == PLAN_AFTER + 2 and not summary.stopped_by_budget
     assert (tmp_path / "run" / "pytorch_lora_weights.safetensors").is_file()

@@ -66,6 +66,19 @@ def test_resume_gives_the_same_networks_as_an_uninterrupted_run(tmp_path):
     assert all(torch.equal(ema[0][k], ema[1][k]) for k in ema[0])
 
 
+def test_sampling_leaves_training_alone_and_the_checkpoint_ema_samples_as_the_generator(tmp_path):
+    quiet, busy = tmp_path / "quiet", tmp_path / "busy"
+    assert main(gan_argv(quiet, max_train_steps=6)) == 0  # validates and checkpoints at the end only
+    assert main(gan_argv(busy, max_train_steps=6, validation_steps=2, checkpointing_steps=2)) == 0
+    a, b = networks(quiet / "checkpoints/checkpoint-6"), networks(busy / "checkpoints/checkpoint-6")
+    assert any("running_mean" in k for k in a) and all(torch.equal(a[k], b[k]) for k in a)  # buffers included
+    final = load_file(busy / "generator" / "diffusion_pytorch_model.safetensors")
+    ema = load_file(busy / "checkpoints/checkpoint-6/generator_ema/diffusion_pytorch_model.safetensors")
+    assert final.keys() == ema.keys() and all(torch.equal(final[k], ema[k]) for k in final)
+    live = networks(busy / "checkpoints/checkpoint-6")
+    assert not torch.equal(final["to_rgb.0.running_mean"], live["generator.to_rgb.0.running_mean"])
+
+
 def test_pose_conditioned_run_saves_a_generator_that_follows_poses(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(gan_argv(out, conditioning="pose", validation_steps=2)) == 0
@@ -95,7 +108,7 @@ def test_sample_gan_reproduces_the_saved_generator(tmp_path):
 def test_bad_input_gets_one_line_errors(tmp_path, capsys):
     from toolkit.sample import main as sample_main
 
-    assert main(gan_argv(tmp_path / "run", resolution=24)) == 2
+    assert main(gan_argv(tmp_path / "run", resolution=28)) == 2
     assert "power of two" in capsys.readouterr().err
     assert main(gan_argv(tmp_path / "run", diffaugment="color,rotate")) == 2
     assert "diffaugment: unknown ['rotate']" in capsys.readouterr().err
@@ -105,3 +118,11 @@ def test_bad_input_gets_one_line_errors(tmp_path, capsys):
     assert "not a saved generator" in capsys.readouterr().err
     assert sample_main(["gan", "--pipeline", str(tmp_path)]) == 2
     assert "an option of `toolkit.sample ddpm`" in capsys.readouterr().err
+    assert main(gan_argv(tmp_path / "pose", conditioning="pose", max_train_steps=1)) == 0
+    capsys.readouterr()
+    poses = tmp_path / "poses"
+    poses.mkdir()
+    (poses / "a.json").write_text('{"people": []}')  # no canvas size: not a pose file this can draw
+    assert sample_main(["gan", "--generator", str(tmp_path / "pose" / "generator"), "--poses", str(poses)]) == 2
+    err = capsys.readouterr().err
+    assert "a.json: not an OpenPose JSON or pose-map image" in err and "Traceback" not in err

@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from toolkit.errors import UserError
-from toolkit.images import IMAGE_EXTENSIONS, load_rgb, read_metadata, safe_join
+from toolkit.images import DECODE_ERRORS, IMAGE_EXTENSIONS, load_rgb, read_metadata, safe_join
 from toolkit.pose import load_pose, pose_map
 from toolkit.pose.draw import DEFAULT_THRESHOLD
 
@@ -81,6 +81,10 @@ def read_poses(folder: str, resolution: int, limit: int) -> tuple[list[str], tor
     files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS | {".json"})[:limit]
     if not files:
         raise UserError(f"no OpenPose JSON or pose-map images in {folder}")
-    maps = [pose_map(load_pose(f), resolution) if f.suffix.lower() == ".json" else np.asarray(load_rgb(f))
-            for f in files]
+    maps = []
+    for f in files:
+        try:
+            maps.append(pose_map(load_pose(f), resolution) if f.suffix.lower() == ".json" else np.asarray(load_rgb(f)))
+        except DECODE_ERRORS as e:  # a pose file that is not one (ValueError from JSON too): say which
+            raise UserError(f"{f}: not an OpenPose JSON or pose-map image ({str(e).removeprefix(f'{f}: ')})") from None
     return [f.stem for f in files], pose_tensor(maps, resolution)

@@ -113,6 +113,10 @@ class DDPMTrainer(Trainer):
 
         return [backward_seconds(lambda stage=stage: forward(stage), params) for stage in self.stages]
 
+    def replannable(self) -> bool:
+        """Single-stage runs only: a second plan could move a stage boundary behind the current step."""
+        return len(self.stages) == 1
+
     def set_total_steps(self, total: int) -> None:
         """The time budget's length: one stage gets it all; progressive stages share it in their recipe
         proportions (each keeps at least one step, the first at least the steps already made)."""

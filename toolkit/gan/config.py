@@ -15,6 +15,8 @@ from toolkit.training.config import ScratchImageConfig
 @dataclass
 @with_defaults(resolution=32, random_flip=True, learning_rate=2e-4, adam_beta1=0.0, adam_beta2=0.99,
                adam_weight_decay=0.0, max_grad_norm=0.0, ema_max_decay=0.999, output_dir="runs/gan-figures", help={
+                   "resolution": "training resolution in pixels (square): 3, 4 or 5 times a power of two, e.g. 32, "
+                                 "48, 64, 96",
                    "learning_rate": "the generator's learning rate (AdamW, betas 0 / 0.99 as StyleGAN2's)",
                    "max_grad_norm": "gradient clipping norm of both networks (0: off, the usual GAN choice)",
                    "use_ema": "keep an EMA of the generator; used for validation, evaluation and the saved model",

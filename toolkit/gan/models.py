@@ -26,8 +26,8 @@ MAP_CHANNELS = 3  # an OpenPose map is an RGB image
 
 @dataclass(frozen=True)
 class GANArch:
-    """What a GAN's networks look like: the kind, output resolution (a power of two from 16), latent size, base
-    width, and whether the networks see a pose map."""
+    """What a GAN's networks look like: the kind, output resolution (3, 4 or 5 times a power of two, from 16: 32,
+    48, 64, 96...), latent size, base width, and whether the networks see a pose map."""
 
     kind: Literal["dcgan", "resnet"] = "resnet"
     resolution: int = 64
@@ -38,18 +38,24 @@ class GANArch:
     def __post_init__(self) -> None:
         if self.kind not in ("dcgan", "resnet"):
             raise ConfigError(f"gan_arch: kind must be dcgan or resnet, got {self.kind!r}")
-        if self.resolution < 16 or self.resolution & (self.resolution - 1):
-            raise ConfigError(f"resolution must be a power of two >= 16 for a GAN, got {self.resolution}")
+        if self.resolution < 16 or self.resolution % (1 << self.levels):
+            raise ConfigError("resolution must be 3, 4 or 5 times a power of two, >= 16, for a GAN (e.g. 32, 48, "
+                              f"64, 96), got {self.resolution}")
         if self.z_dim < 1 or self.channels < 1:
             raise ConfigError(f"z_dim and channels must be >= 1, got {self.z_dim} and {self.channels}")
 
     @property
     def levels(self) -> int:
-        """Doublings from the 4 x 4 start to the output resolution."""
-        return int(math.log2(self.resolution)) - 2
+        """Doublings from the `base` x `base` start to the output resolution."""
+        return int(math.log2(self.resolution / 3))
+
+    @property
+    def base(self) -> int:
+        """The side of the first feature map: 4 for powers of two, 3 for 48 or 96, 5 for 80."""
+        return self.resolution >> self.levels
 
     def width(self, level: int) -> int:
-        """Channels at `level` (0: 4 x 4), from the widest down to `channels`."""
+        """Channels at `level` (0: base x base), from the widest down to `channels`."""
         top = 8 if self.kind == "dcgan" else 4
         return self.channels * max(1, top >> level)
 
@@ -62,7 +68,7 @@ class PoseEncoder(nn.Module):
 
     def __init__(self, arch: GANArch) -> None:
         super().__init__()
-        widths = [arch.width(level) // 2 for level in range(arch.levels + 1)]  # level 0 (4 x 4) ... levels (R)
+        widths = [arch.width(level) // 2 for level in range(arch.levels + 1)]  # level 0 (base) ... levels (R)
         self.stem = nn.Conv2d(MAP_CHANNELS, widths[-1], 3, padding=1)
         self.down = nn.ModuleList(
             nn.Sequential(nn.LeakyReLU(0.2), nn.Conv2d(widths[level + 1], widths[level], 4, stride=2, padding=1))
@@ -72,8 +78,8 @@ class PoseEncoder(nn.Module):
     def forward(self, pose_map: torch.Tensor) -> list[torch.Tensor]:
         feats = [self.stem(pose_map)]  # (B, w, R, R)
         for block in self.down:
-            feats.append(block(feats[-1]))  # halves the size each time, down to (B, w0, 4, 4)
-        return feats[::-1]  # coarsest (4 x 4) first, like the generator's levels
+            feats.append(block(feats[-1]))  # halves the size each time, down to (B, w0, base, base)
+        return feats[::-1]  # coarsest (base x base) first, like the generator's levels
 
 
 def _up_block(arch: GANArch, c_in: int, c_out: int) -> nn.Module:
@@ -107,7 +113,7 @@ class Generator(ModelMixin, ConfigMixin):
         self.arch = arch = GANArch(kind, resolution, z_dim, channels, pose)
         self.encoder = PoseEncoder(arch) if arch.pose else None
         extra = self.encoder.widths if self.encoder else [0] * (arch.levels + 1)
-        self.project = nn.Linear(arch.z_dim, arch.width(0) * 16)
+        self.project = nn.Linear(arch.z_dim, arch.width(0) * arch.base ** 2)
         self.blocks = nn.ModuleList(_up_block(arch, arch.width(level) + extra[level], arch.width(level + 1))
                                     for level in range(arch.levels))
         last = arch.width(arch.levels) + extra[-1]
@@ -116,7 +122,8 @@ class Generator(ModelMixin, ConfigMixin):
     def forward(self, z: torch.Tensor, pose_map: torch.Tensor | None = None) -> torch.Tensor:
         if (pose_map is None) == self.arch.pose:
             raise ValueError("a pose-conditioned generator needs pose maps, an unconditional one takes none")
-        x = self.project(z).view(z.shape[0], -1, 4, 4)  # (B, w0, 4, 4)
+        base = self.arch.base
+        x = self.project(z).view(z.shape[0], -1, base, base)  # (B, w0, base, base)
         feats = self.encoder(pose_map) if self.encoder else None
         for level, block in enumerate(self.blocks):
             x = block(torch.cat([x, feats[level]], 1) if feats else x)  # doubles the size
@@ -124,12 +131,14 @@ class Generator(ModelMixin, ConfigMixin):
 
 
 class ResDown(nn.Module):
-    """A residual discriminator block with spectral norm: ReLU, two 3x3 convolutions, 2x average pooling."""
+    """A residual discriminator block with spectral norm: leaky ReLU, two 3x3 convolutions, 2x average pooling.
+    Leaky, not SNGAN's ReLU: with ReLU the 64 px face runs' discriminators died within minutes (every feature zero,
+    the same logit for real and fake, hinge loss stuck at 2)."""
 
     def __init__(self, c_in: int, c_out: int, *, first: bool = False) -> None:
         super().__init__()
-        layers = [] if first else [nn.ReLU()]  # no activation on the raw image
-        self.main = nn.Sequential(*layers, spectral_norm(nn.Conv2d(c_in, c_out, 3, padding=1)), nn.ReLU(),
+        layers = [] if first else [nn.LeakyReLU(0.2)]  # no activation on the raw image
+        self.main = nn.Sequential(*layers, spectral_norm(nn.Conv2d(c_in, c_out, 3, padding=1)), nn.LeakyReLU(0.2),
                                   spectral_norm(nn.Conv2d(c_out, c_out, 3, padding=1)), nn.AvgPool2d(2))
         self.skip = nn.Sequential(spectral_norm(nn.Conv2d(c_in, c_out, 1)), nn.AvgPool2d(2))
 
@@ -146,17 +155,17 @@ class Discriminator(ModelMixin, ConfigMixin):
         super().__init__()
         self.arch = arch = GANArch(kind, resolution, z_dim, channels, pose)
         c_in = 3 + (MAP_CHANNELS if arch.pose else 0)
-        widths = [arch.width(level) for level in reversed(range(arch.levels + 1))]  # finest (R) ... 4 x 4
+        widths = [arch.width(level) for level in reversed(range(arch.levels + 1))]  # finest (R) ... base x base
         if arch.kind == "dcgan":
             layers = [nn.Conv2d(c_in, widths[0], 3, padding=1), nn.LeakyReLU(0.2)]
             for a, b in zip(widths[:-1], widths[1:], strict=True):
                 layers += [nn.Conv2d(a, b, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
-            self.features = nn.Sequential(*layers)  # (B, w0, 4, 4); no batch norm, so R1 and GP are per image
-            self.head = nn.Linear(widths[-1] * 16, 1)
+            self.features = nn.Sequential(*layers)  # (B, w0, base, base); no batch norm: R1 and GP are per image
+            self.head = nn.Linear(widths[-1] * arch.base ** 2, 1)
         else:
             blocks = [ResDown(c_in, widths[0], first=True)]
             blocks += [ResDown(a, b) for a, b in zip(widths[:-2], widths[1:-1], strict=True)]
-            self.features = nn.Sequential(*blocks, nn.ReLU())  # (B, w1, 4, 4)
+            self.features = nn.Sequential(*blocks, nn.LeakyReLU(0.2))  # (B, w1, base, base)
             self.head = spectral_norm(nn.Linear(widths[-2], 1))
 
     def forward(self, images: torch.Tensor, pose_map: torch.Tensor | None = None) -> torch.Tensor:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from toolkit.training.report import RunSummary
 from toolkit.training.runs import ema_weights
 
 COLLAPSED_BELOW = 0.25  # the run report calls a run collapsed when its last diversity is under this (real = 1)
+STANDING_LATENTS = 256  # latents whose batch statistics become a sampled generator's batch-norm statistics
 
 
 @dataclass
@@ -72,12 +75,64 @@ def generate(gen: Generator, count: int, *, seed: int, maps: torch.Tensor | None
     return np.concatenate(out)
 
 
-def save_networks(gen: Generator, disc: Discriminator, ema: EMAModel | None, folder: Path) -> None:
-    """A checkpoint's model part: `generator/`, `discriminator/` and, with an EMA, `generator_ema/`."""
+@torch.no_grad()
+def standing_stats(gen: Generator, *, maps: torch.Tensor | None = None, count: int = STANDING_LATENTS,
+                   batch_size: int = 64, seed: int = 0) -> None:
+    """Recompute the generator's batch-norm statistics for its current weights ("standing statistics", as in BigGAN):
+    the average over `count` seeded latents (with `maps` (M, 3, R, R), cycled, for a pose generator). An EMA's
+    weights come without statistics of their own, and the training ones belong to other weights: sampled with
+    either, the averaged generator gives washed-out or grey images."""
+    norms = [m for m in gen.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    device, was_training = next(gen.parameters()).device, gen.training
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches below
+    gen.train()
+    z = torch.randn(count, gen.config.z_dim, generator=torch.Generator().manual_seed(seed))
+    for start in range(0, count, batch_size):
+        chunk = z[start:start + batch_size]
+        pose = maps[torch.arange(start, start + len(chunk)) % len(maps)].to(device) if maps is not None else None
+        gen(chunk.to(device), pose)
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum
+    gen.train(was_training)
+
+
+@contextmanager
+def averaged(gen: Generator, ema: EMAModel | None, *, maps: torch.Tensor | None = None) -> Iterator[Generator]:
+    """`gen` as it is sampled and saved: its EMA weights (when kept) with standing batch-norm statistics. Its own
+    weights and statistics are back afterwards, so training (and exact resume) is unaffected."""
+    buffers = {name: b.clone() for name, b in gen.named_buffers()}
+    momenta = {m: m.momentum for m in gen.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)}
+    with ema_weights(ema, gen):
+        try:
+            standing_stats(gen, maps=maps)
+            yield gen
+        finally:
+            for name, b in gen.named_buffers():
+                b.copy_(buffers[name])
+            for m, momentum in momenta.items():
+                m.momentum = momentum
+
+
+def save_networks(gen: Generator, disc: Discriminator, ema: EMAModel | None, folder: Path, *,
+                  maps: torch.Tensor | None = None) -> None:
+    """A checkpoint's model part: `generator/`, `discriminator/` and, with an EMA, `generator_ema/`: what
+    `EMAModel.save_pretrained` writes (its state in config.json, read back by `EMAModel.from_pretrained`), plus the
+    standing batch-norm statistics it leaves out, so the folder also samples as the run's generator would."""
     gen.save_pretrained(folder / "generator")
     disc.save_pretrained(folder / "discriminator")
     if ema is not None:
-        ema.save_pretrained(folder / "generator_ema")
+        with averaged(gen, ema, maps=maps):
+            sampled = Generator.from_config(gen.config)
+            sampled.load_state_dict(gen.state_dict())  # EMA weights and their statistics
+        state = ema.state_dict()
+        state.pop("shadow_params", None)
+        sampled.register_to_config(**state)
+        sampled.save_pretrained(folder / "generator_ema")
 
 
 def load_networks(gen: Generator, disc: Discriminator, ema: EMAModel | None, folder: Path) -> None:
@@ -88,12 +143,12 @@ def load_networks(gen: Generator, disc: Discriminator, ema: EMAModel | None, fol
         ema.load_state_dict(EMAModel.from_pretrained(folder / "generator_ema", Generator, foreach=True).state_dict())
 
 
-def save_generator(gen: Generator, ema: EMAModel | None, out: Path) -> None:
-    """The generator (EMA weights when kept) at `out`, written beside and moved in place, so `out` is never half
+def save_generator(gen: Generator, ema: EMAModel | None, out: Path, *, maps: torch.Tensor | None = None) -> None:
+    """The generator as sampled (`averaged`) at `out`, written beside and moved in place, so `out` is never half
     written."""
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    with ema_weights(ema, gen):
+    with averaged(gen, ema, maps=maps):
         gen.save_pretrained(tmp)
     shutil.rmtree(out, ignore_errors=True)
     os.replace(tmp, out)

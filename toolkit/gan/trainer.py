@@ -20,7 +20,9 @@ from toolkit.gan.config import TrainGANConfig
 from toolkit.gan.losses import d_loss, g_loss, gradient_penalty, r1_penalty
 from toolkit.gan.models import Discriminator, Generator
 from toolkit.gan.outputs import (
+    STANDING_LATENTS,
     GANSummary,
+    averaged,
     card_info,
     diversity,
     generate,
@@ -33,7 +35,7 @@ from toolkit.sampling import make_grid
 from toolkit.training.evaluation import EVAL_SEED_OFFSET, spread
 from toolkit.training.loop import Phase, StepBatch, Trainer
 from toolkit.training.report import RunSummary, log_images
-from toolkit.training.runs import ema_weights, make_ema, make_lr_scheduler, make_optimizer, total_steps
+from toolkit.training.runs import make_ema, make_lr_scheduler, make_optimizer, total_steps
 
 
 class GANTrainer(Trainer):
@@ -49,6 +51,7 @@ class GANTrainer(Trainer):
         self.skipped = list(self.images.skipped)
         self.total_steps = total_steps(cfg, len(self.images), accelerator.num_processes)
         self.maps = validation_maps(self.images, min(cfg.num_validation_images, len(self.images)))
+        self.stat_maps = validation_maps(self.images, STANDING_LATENTS)  # None without maps
         self.diversity_history: list[tuple[int, float]] = []
         self._real_diversity: dict[int, float] = {}  # per sample count: the training images' own, measured once
         self._build()
@@ -123,7 +126,7 @@ class GANTrainer(Trainer):
     def _sample(self, count: int, maps: torch.Tensor | None, seed: int) -> np.ndarray:
         """`count` images (N, R, R, 3) uint8 from the EMA generator, fixed latents from `seed`."""
         gen = self.accelerator.unwrap_model(self.gen)
-        with ema_weights(self.ema, gen):
+        with averaged(gen, self.ema, maps=self.stat_maps):
             return generate(gen, count, seed=seed, maps=maps, device=self.accelerator.device)
 
     def validate(self, step: int, name: str | None = None) -> Path:
@@ -171,7 +174,7 @@ class GANTrainer(Trainer):
 
     def save_weights(self, folder: Path) -> None:
         acc = self.accelerator
-        save_networks(acc.unwrap_model(self.gen), acc.unwrap_model(self.disc), self.ema, folder)
+        save_networks(acc.unwrap_model(self.gen), acc.unwrap_model(self.disc), self.ema, folder, maps=self.stat_maps)
 
     def load_weights(self, folder: Path) -> None:
         acc = self.accelerator
@@ -181,7 +184,7 @@ class GANTrainer(Trainer):
 
     def save(self, summary: RunSummary) -> None:
         """The EMA generator at output_dir/generator; the collapse verdict in the summary."""
-        save_generator(self.accelerator.unwrap_model(self.gen), self.ema, self.out / "generator")
+        save_generator(self.accelerator.unwrap_model(self.gen), self.ema, self.out / "generator", maps=self.stat_maps)
         last = summary.start_step + summary.steps_done  # the final grid is made after the last step taken
         summary.diversity = [(min(step, last), value) for step, value in self.diversity_history]
 

@@ -4,7 +4,10 @@ The run first trains `PLAN_AFTER` steps on a provisional schedule (linear warm-u
 length, so with at least that many warm-up steps nothing differs). It then measures its step time, estimates what
 validations, evaluations and the final grid will cost, and fixes the number of steps that fit: the LR schedule is
 rebuilt for that length and the plan is kept in every checkpoint, so a resumed run follows the same schedule step
-for step. Whatever the plan, the run stops when the next step and the final outputs would pass the budget.
+for step. The first steps of a process can run at half speed (allocator, caches, a busy machine settling), so
+the plan is checked once more, REPLAN_AFTER steps later: if the step time since differs by more than
+REPLAN_TOLERANCE, the run is planned again (for a DDPM still inside its default warm-up, so its LR is unchanged).
+Whatever the plan, the run stops when the next step and the final outputs would pass the budget.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ if TYPE_CHECKING:  # torch is imported when timing, so that parsing a config sta
     import torch
 
 PLAN_AFTER = 10  # steps timed before the plan (the first is left out: kernel selection, caches)
+REPLAN_AFTER = 50  # steps after the plan at which it is checked once, on step times past any start-up transient
+REPLAN_TOLERANCE = 0.1  # planned again when the step time is off the plan's by more than this fraction
 SAVE_SECONDS = 5.0  # the final checkpoint and outputs, beyond the final grid
 INCEPTION_IMAGES_PER_SECOND = 15.0  # the in-loop KID's feature extraction on a 2-core CPU (docs/metrics.md)
 
@@ -96,6 +101,7 @@ class TimeBudget:
     spent_before: float = 0.0  # wall seconds of the sessions before a resume
     planned_steps: int | None = None  # the plan, once made (or restored from a checkpoint)
     plan_step_seconds: float | None = None  # the step time the plan was made from
+    replanned_at: int | None = None  # the step at which the plan was made again, if it was
     start: float = field(default_factory=time.perf_counter)
     _times: list[float] = field(default_factory=list)
 
@@ -105,7 +111,7 @@ class TimeBudget:
         checkpoint's state (empty for a fresh run)."""
         seconds = 60.0 * minutes if minutes else math.inf
         return cls(seconds, float(state.get("wall_seconds", 0.0)), state.get("planned_steps"),
-                   state.get("plan_step_seconds"))
+                   state.get("plan_step_seconds"), state.get("replanned_at"))
 
     def spent(self) -> float:
         return self.spent_before + time.perf_counter() - self.start
@@ -130,10 +136,27 @@ class TimeBudget:
         resumed_at = step - steps_this_session
         return step == PLAN_AFTER if resumed_at < PLAN_AFTER else steps_this_session == PLAN_AFTER
 
+    def check_due(self, step: int, steps_this_session: int, total_steps: int) -> bool:
+        """Whether to check the plan at `step` (the same answer on every process): once per run, at PLAN_AFTER +
+        REPLAN_AFTER, when this session has timed at least PLAN_AFTER steps and the run goes on past it."""
+        at = PLAN_AFTER + REPLAN_AFTER
+        return (step == at and self.replanned_at is None and steps_this_session >= PLAN_AFTER and total_steps > at
+                and bool(self.plan_step_seconds))
+
+    def off_plan(self) -> bool:
+        """Whether the recent step time differs from the plan's by more than REPLAN_TOLERANCE."""
+        return abs(self.step_seconds / self.plan_step_seconds - 1) > REPLAN_TOLERANCE
+
     def out_of_time(self, final_seconds: float) -> bool:
         """Whether one more step and the final outputs would pass the budget."""
         return self.spent() + self.step_seconds + final_seconds > self.seconds
 
     def state(self) -> dict:
         return {"wall_seconds": self.spent(), "planned_steps": self.planned_steps,
-                "plan_step_seconds": self.plan_step_seconds}
+                "plan_step_seconds": self.plan_step_seconds, "replanned_at": self.replanned_at}
+
+    def summary(self, minutes: float | None) -> dict:
+        """What the run report says about the budget."""
+        return {"minutes": minutes, "planned_steps": self.planned_steps, "plan_step_seconds": self.plan_step_seconds,
+                "replanned_at": self.replanned_at, "step_seconds": round(self.step_seconds, 4),
+                "wall_seconds": round(self.spent(), 1)}

@@ -28,16 +28,16 @@ from tqdm.auto import tqdm
 from toolkit.config import save_yaml
 from toolkit.errors import UserError
 from toolkit.hub import CardInfo, build_model_card, publish
-from toolkit.training.budget import TimeBudget, estimate_overheads, plan_steps
+from toolkit.training.budget import TimeBudget
 from toolkit.training.checkpoints import keep_only, resolve_resume, save_checkpoint
 from toolkit.training.config import TrainingConfig
 from toolkit.training.evaluation import InLoopKID
+from toolkit.training.planning import apply_plan, out_of_time, plan_if_due
 from toolkit.training.report import RunSummary, init_trackers, rate, write_summary
 from toolkit.training.runs import (
     make_accelerator,
     maybe_resume,
     register_checkpoint_hooks,
-    reschedule,
     step_generator,
 )
 
@@ -149,6 +149,11 @@ class Trainer(abc.ABC):
         """Whether --max_train_time may set the run's length (not when it is given in steps or epochs)."""
         return not (self.cfg.max_train_steps or self.cfg.num_epochs)
 
+    def replannable(self) -> bool:
+        """Whether the plan may be made again a few steps later (not when stages already fixed by it may have
+        begun)."""
+        return True
+
     def set_total_steps(self, total: int) -> None:
         """Make the run `total` steps long (the time budget's plan); the loop rebuilds the LR schedules."""
         self.total_steps = total
@@ -220,46 +225,6 @@ def _state(trainer: Trainer, summary: RunSummary, evaluator: InLoopKID | None, b
             **(evaluator.state() if evaluator else {}), **(budget.state() if budget else {}), **trainer.state()}
 
 
-def _apply_plan(trainer: Trainer, total: int, step: int) -> None:
-    """Make the run `total` steps long from `step` on: the trainer's length and every phase's LR schedule."""
-    trainer.set_total_steps(total)
-    world, total = trainer.accelerator.num_processes, trainer.total_steps  # the trainer may round `total`
-    for phase in trainer.phases:
-        phase.lr_scheduler = reschedule(phase.lr_scheduler, trainer.cfg, phase.optimizer,
-                                        steps=math.ceil(total / phase.every), done=math.ceil(step / phase.every),
-                                        world=world)
-
-
-def _plan(trainer: Trainer, budget: TimeBudget, step: int) -> None:
-    """Fix the run's length from the measured step time (on the main process, shared) and apply it."""
-    acc, cfg = trainer.accelerator, trainer.cfg
-    planned = None
-    if acc.is_main_process:
-        overheads = estimate_overheads(cfg, budget.step_seconds, solver_steps=trainer.solver_steps)
-        planned = plan_steps(step, seconds_left=budget.seconds - budget.spent(),
-                             step_seconds=budget.step_seconds * trainer.relative_step_cost(step),
-                             overheads=overheads, validation_steps=cfg.validation_steps, eval_steps=cfg.eval_steps)
-    budget.planned_steps = broadcast_object_list([planned])[0]
-    budget.plan_step_seconds = budget.step_seconds
-    _apply_plan(trainer, budget.planned_steps, step)
-    acc.print(f"\n--max_train_time {cfg.max_train_time:g} min: {budget.step_seconds:.2f} s/step, "
-              f"{budget.planned_steps} steps planned")
-
-
-def _out_of_time(trainer: Trainer, budget: TimeBudget, step: int) -> bool:
-    """Whether the next step, what falls due with it and the final outputs would pass the budget (the main process
-    decides for all)."""
-    cfg = trainer.cfg
-    costs = estimate_overheads(cfg, budget.step_seconds, solver_steps=trainer.solver_steps)
-    due = costs.final
-    if (step + 1) % cfg.validation_steps == 0:
-        due += costs.validation
-    if cfg.eval_steps and (step + 1) % cfg.eval_steps == 0:
-        due += costs.evaluation
-    stop = budget.out_of_time(due)
-    return bool(broadcast_object_list([stop])[0]) if trainer.accelerator.num_processes > 1 else stop
-
-
 def _evaluate(trainer: Trainer, evaluator: InLoopKID, step: int, summary: RunSummary,
               budget: TimeBudget | None) -> None:
     """KID on the main process, shared with the others (so their checkpoints agree); log it; keep the best."""
@@ -307,7 +272,7 @@ def _loop(trainer: Trainer, step: int, summary: RunSummary, evaluator: InLoopKID
     acc = trainer.accelerator
     if trainer.phases[0].every != 1:
         raise ValueError(f"{type(trainer).__name__}: the first phase's loss is the run's loss, so it runs every step")
-    if budget is not None and step and _out_of_time(trainer, budget, step):  # resumed with its budget spent
+    if budget is not None and step and out_of_time(trainer, budget, step):  # resumed with its budget spent
         summary.stopped_by_budget = True
         return
     bar = tqdm(total=trainer.total_steps, initial=step, desc="training", disable=not acc.is_local_main_process)
@@ -328,10 +293,9 @@ def _loop(trainer: Trainer, step: int, summary: RunSummary, evaluator: InLoopKID
         stop = False
         if budget is not None:
             budget.record(seconds)
-            if budget.plan_due(step, summary.steps_done) and trainer.plannable():
-                _plan(trainer, budget, step)
+            if plan_if_due(trainer, budget, step, summary.steps_done):
                 batches, bar.total, summary.total_steps = trainer.batches(step), trainer.total_steps, trainer.total_steps
-            stop = step < trainer.total_steps and _out_of_time(trainer, budget, step)
+            stop = step < trainer.total_steps and out_of_time(trainer, budget, step)
             summary.stopped_by_budget = stop
         _after_step(trainer, step, summary, evaluator, budget, last=stop or step == trainer.total_steps)
         if stop:
@@ -358,14 +322,11 @@ def train(trainer: Trainer, precision_reason: str = "") -> RunSummary:
         budget = TimeBudget.from_state(cfg.max_train_time, state) \
             if cfg.max_train_time or state.get("planned_steps") else None
         if state.get("planned_steps") and trainer.plannable():  # a resumed run keeps its plan (and LR schedule)
-            _apply_plan(trainer, state["planned_steps"], step)
+            apply_plan(trainer, state["planned_steps"], step)
             summary.total_steps = trainer.total_steps
         _loop(trainer, step, summary, evaluator, budget)
         if budget is not None:
-            summary.time_budget = {"minutes": cfg.max_train_time, "planned_steps": budget.planned_steps,
-                                   "plan_step_seconds": budget.plan_step_seconds,
-                                   "step_seconds": round(budget.step_seconds, 4),
-                                   "wall_seconds": round(budget.spent(), 1)}
+            summary.time_budget = budget.summary(cfg.max_train_time)
         if evaluator is not None:
             summary.eval_history, summary.best_eval = evaluator.history, evaluator.best
         if acc.is_main_process:  # one writer: the other processes are done once the last checkpoint is saved

@@ -81,7 +81,8 @@ class RunSummary:
         budget = self.time_budget
         if not budget or not budget["minutes"]:
             return []
-        plan = (f"{budget['planned_steps']} steps planned at {budget['plan_step_seconds']:.2f} s/step (then "
+        again = f", planned again at step {budget['replanned_at']}" if budget.get("replanned_at") else ""
+        plan = (f"{budget['planned_steps']} steps planned at {budget['plan_step_seconds']:.2f} s/step{again} (then "
                 f"{budget['step_seconds']:.2f})" if budget["planned_steps"]
                 else "not planned (length given in steps, or stopped before its plan)")
         end = "stopped by the budget" if self.stopped_by_budget else "finished its steps"
