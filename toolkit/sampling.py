@@ -97,24 +97,32 @@ def make_grid(images: np.ndarray | list[Image.Image], cols: int | None = None, p
 
 
 @dataclass
-class SampleConfig:
-    """Options of every `python -m toolkit.sample` command."""
+class ImageSampleConfig:
+    """Options of every `python -m toolkit.sample` command: how many images, from which poses, seed, batch, where."""
 
-    pipeline: str = option("runs/ddpm-figures", "the pipeline folder (or Hub id) to sample from")
-    poses: str | None = option(None, "folder of OpenPose JSON (ddpm: or pose-map images); one image per pose, "
-                                     "named like the pose file")
+    poses: str | None = option(None, "folder of OpenPose JSON (ddpm and gan: or pose-map images); one image per "
+                                     "pose, named like the pose file")
     num_images: int = option(16, "how many images to generate (with --poses: at most this many poses, in order)")
-    num_inference_steps: int = option(20, "solver steps (20 for dpm/unipc, 50 for ddim, 1000 for ddpm)")
-    scheduler: Literal["dpm", "unipc", "ddim", "ddpm"] = option("dpm", "sampler")
     seed: int = option(0, "random seed; the same seed and batch size give the same images")
     batch_size: int = option(16, "images generated at once")
-    resolution: int | None = option(None, "output size; defaults to the training resolution")
     output_dir: str | None = option(None, "where to write images and grid.png (default: PIPELINE/generated)")
 
-    POSITIVE = ("num_images", "num_inference_steps", "batch_size")
+    POSITIVE = ("num_images", "batch_size")
 
     def __post_init__(self) -> None:
         check_positive(self, self.POSITIVE)
+
+
+@dataclass
+class SampleConfig(ImageSampleConfig):
+    """Options of the diffusion sample commands (`ddpm`, `controlnet`): a pipeline and its solver."""
+
+    pipeline: str = option("runs/ddpm-figures", "the pipeline folder (or Hub id) to sample from")
+    num_inference_steps: int = option(20, "solver steps (20 for dpm/unipc, 50 for ddim, 1000 for ddpm)")
+    scheduler: Literal["dpm", "unipc", "ddim", "ddpm"] = option("dpm", "sampler")
+    resolution: int | None = option(None, "output size; defaults to the training resolution")
+
+    POSITIVE = ImageSampleConfig.POSITIVE + ("num_inference_steps",)
 
 
 def save_samples(images: np.ndarray, names: list[str] | None, out: Path) -> str:

@@ -5,28 +5,22 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from toolkit.config import check_positive, option
+from toolkit.config import option, with_defaults
 from toolkit.data.folders import read_poses
 from toolkit.errors import UserError
 from toolkit.gan.models import Generator
 from toolkit.gan.outputs import generate
-from toolkit.sampling import save_samples
+from toolkit.sampling import ImageSampleConfig, save_samples
 
 
 @dataclass
-class GANSampleConfig:
+@with_defaults(batch_size=64, help={
+    "output_dir": "where to write images and grid.png (default: GENERATOR/generated)",
+    "seed": "random seed of the latents; the same seed gives the same images"})
+class GANSampleConfig(ImageSampleConfig):
     """Options of `python -m toolkit.sample gan`: --generator is a train_gan.py output's generator/ folder."""
 
     generator: str = option("runs/gan-figures/generator", "the generator folder (config.json and safetensors)")
-    poses: str | None = option(None, "folder of OpenPose JSON or pose-map images, for a pose-conditioned "
-                                     "generator; one image per pose, named like the pose file")
-    num_images: int = option(16, "how many images to generate (with --poses: at most this many poses, in order)")
-    seed: int = option(0, "random seed of the latents; the same seed gives the same images")
-    batch_size: int = option(64, "images generated at once")
-    output_dir: str | None = option(None, "where to write images and grid.png (default: GENERATOR/generated)")
-
-    def __post_init__(self) -> None:
-        check_positive(self, ("num_images", "batch_size"))
 
 
 def load_generator(path: str) -> Generator:

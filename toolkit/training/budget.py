@@ -137,11 +137,10 @@ class TimeBudget:
         return step == PLAN_AFTER if resumed_at < PLAN_AFTER else steps_this_session == PLAN_AFTER
 
     def check_due(self, step: int, steps_this_session: int, total_steps: int) -> bool:
-        """Whether to check the plan at `step` (the same answer on every process): once per run, at PLAN_AFTER +
-        REPLAN_AFTER, when this session has timed at least PLAN_AFTER steps and the run goes on past it."""
+        """Whether to check the plan at `step` (the same answer on every process): at PLAN_AFTER + REPLAN_AFTER only,
+        when this session has timed at least PLAN_AFTER steps and the run goes on past it."""
         at = PLAN_AFTER + REPLAN_AFTER
-        return (step == at and self.replanned_at is None and steps_this_session >= PLAN_AFTER and total_steps > at
-                and bool(self.plan_step_seconds))
+        return step == at and steps_this_session >= PLAN_AFTER and total_steps > at and bool(self.plan_step_seconds)
 
     def off_plan(self) -> bool:
         """Whether the recent step time differs from the plan's by more than REPLAN_TOLERANCE."""

@@ -97,11 +97,7 @@ class TrainingConfig:
     def __post_init__(self) -> None:
         if self.train_data_dir and self.dataset_name:
             raise ConfigError("give either train_data_dir or dataset_name, not both")
-        check_positive(self, self.POSITIVE)
-        for key in self.POSITIVE_WHEN_GIVEN:
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"{key} must be >= 1 when given, got {value}")
+        check_positive(self, self.POSITIVE + self.POSITIVE_WHEN_GIVEN)  # None: not given
         if self.max_train_time is not None and self.max_train_time <= 0:
             raise ConfigError(f"max_train_time must be > 0 minutes when given, got {self.max_train_time}")
         if self.max_grad_norm < 0 or self.lr_warmup_steps < 0:
