@@ -11,6 +11,8 @@ from toolkit.gan.config import TrainGANConfig
 from toolkit.gan.generate import GANSampleConfig
 from toolkit.lora.config import PoseLoraConfig
 from toolkit.lora.generate import ControlNetSampleConfig
+from toolkit.tune.config import TuneConfig
+from toolkit.tune.score import ScoreConfig
 
 HEADER = """# `train_unet.py` options
 
@@ -82,7 +84,30 @@ def render_pose_lora() -> str:
     return POSE_LORA + markdown_table(PoseLoraConfig) + "\n"
 
 
+TUNE = """# `python -m toolkit.tune` options
+
+Generated from `toolkit/tune/config.py` by `python docs/make_docs.py`. `--config` is the trainer's recipe, the base
+of every trial, and flags after `--` go to every trial's trainer. How a study works and what it measured:
+[tune.md](tune.md).
+
+"""
+
+TUNE_SCORE = """
+
+# `python -m toolkit.tune.score` options
+
+What the tuner runs after a trial for the objectives scored from samples; it also scores any finished run by hand.
+
+"""
+
+
+def render_tune() -> str:
+    """The toolkit.tune options page."""
+    return TUNE + markdown_table(TuneConfig) + TUNE_SCORE + markdown_table(ScoreConfig) + "\n"
+
+
 if __name__ == "__main__":
     (Path(__file__).parent / "train_unet.md").write_text(render())
     (Path(__file__).parent / "train_pose_lora.md").write_text(render_pose_lora())
     (Path(__file__).parent / "train_gan.md").write_text(render_gan())
+    (Path(__file__).parent / "tune_options.md").write_text(render_tune())

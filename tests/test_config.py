@@ -116,6 +116,8 @@ def test_options_page_is_up_to_date():
     assert page == module.render_pose_lora(), "docs/train_pose_lora.md is stale: run python docs/make_docs.py"
     page = (RECIPES.parent / "docs" / "train_gan.md").read_text()
     assert page == module.render_gan(), "docs/train_gan.md is stale: run python docs/make_docs.py"
+    page = (RECIPES.parent / "docs" / "tune_options.md").read_text()
+    assert page == module.render_tune(), "docs/tune_options.md is stale: run python docs/make_docs.py"
 
 
 def test_optional_values_can_be_cleared(tmp_path):

@@ -77,20 +77,23 @@ def estimate_overheads(cfg: TrainingConfig, step_seconds: float, *, solver_steps
     validation = sampling_seconds(step_seconds, images=cfg.num_validation_images, solver_steps=solver_steps,
                                   batch=batch)
     evaluation = 0.0
-    if cfg.eval_steps:
+    if cfg.evaluates:
         evaluation = (sampling_seconds(step_seconds, images=cfg.num_eval_images, solver_steps=solver_steps,
                                        batch=batch) + cfg.num_eval_images / INCEPTION_IMAGES_PER_SECOND)
     return Overheads(validation, evaluation, validation + evaluation + SAVE_SECONDS)
 
 
 def plan_steps(step: int, *, seconds_left: float, step_seconds: float, overheads: Overheads,
-               validation_steps: int, eval_steps: int | None) -> int:
-    """The total step count that fits `seconds_left` after `step`, with validations and evaluations on schedule and
-    the final outputs; at least step + 1."""
+               validation_steps: int, eval_steps: int | None, num_evals: int | None = None) -> int:
+    """The total step count that fits `seconds_left` after `step`, with validations and evaluations on schedule
+    (every `eval_steps`, or `num_evals` in all, the last one at the end) and the final outputs; at least step + 1."""
     per_step = step_seconds + overheads.validation / validation_steps
+    fixed = overheads.final
     if eval_steps:
         per_step += overheads.evaluation / eval_steps
-    return step + max(1, math.floor((seconds_left - overheads.final) / per_step))
+    elif num_evals:
+        fixed += (num_evals - 1) * overheads.evaluation  # the last one is part of `final`
+    return step + max(1, math.floor((seconds_left - fixed) / per_step))
 
 
 @dataclass

@@ -5,6 +5,7 @@ and change defaults with `with_defaults`; one `__post_init__` validates what the
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
@@ -67,6 +68,9 @@ class TrainingConfig:
     eval_steps: int | None = option(
         None, "every N steps and at the end: KID of samples against the training images, logged, plotted "
               "(kid.png) and in summary.json; needs the metrics extra (README)")
+    num_evals: int | None = option(
+        None, "instead of --eval_steps: N in-loop KIDs evenly over the run (its planned length under "
+              "--max_train_time), the last at the end; what a tuner compares between runs of equal budget")
     num_eval_images: int = option(200, "samples per in-loop KID, made with the validation solver")
     num_eval_reference: int = option(1000, "training images (N spread evenly over the set) the in-loop KID "
                                            "compares against; their features are computed once and cached")
@@ -92,7 +96,8 @@ class TrainingConfig:
         "resolution", "train_batch_size", "gradient_accumulation_steps", "validation_steps", "num_validation_images",
         "checkpointing_steps")
     POSITIVE_WHEN_GIVEN: ClassVar[tuple[str, ...]] = (
-        "max_train_steps", "num_epochs", "max_train_samples", "checkpoints_total_limit", "num_cpu_threads", "eval_steps")
+        "max_train_steps", "num_epochs", "max_train_samples", "checkpoints_total_limit", "num_cpu_threads", "eval_steps",
+        "num_evals")
 
     def __post_init__(self) -> None:
         if self.train_data_dir and self.dataset_name:
@@ -105,10 +110,28 @@ class TrainingConfig:
         for key in ("num_eval_images", "num_eval_reference"):
             if getattr(self, key) < 4:
                 raise ConfigError(f"{key} must be >= 4 (KID compares sets), got {getattr(self, key)}")
-        if self.keep_best_checkpoint and not self.eval_steps:
-            raise ConfigError("keep_best_checkpoint needs eval_steps (the best is judged by the in-loop KID)")
+        if self.eval_steps and self.num_evals:
+            raise ConfigError(f"give eval_steps or num_evals, not both (got {self.eval_steps} and {self.num_evals})")
+        if self.keep_best_checkpoint and not self.evaluates:
+            raise ConfigError("keep_best_checkpoint needs eval_steps or num_evals (the best is judged by the in-loop "
+                              "KID)")
         if (self.push_to_hub or self.hub_dry_run) and not self.hub_model_id:
             raise ConfigError("push_to_hub / hub_dry_run need hub_model_id (e.g. user/my-model)")
+
+    @property
+    def evaluates(self) -> bool:
+        """Whether the run measures the in-loop KID."""
+        return bool(self.eval_steps or self.num_evals)
+
+    def eval_due(self, step: int, total_steps: int, done: int) -> bool:
+        """Whether an in-loop evaluation falls after `step` of `total_steps`, `done` evaluations in: every
+        eval_steps, or the (done + 1)-th of num_evals spread evenly (the N-th at the end, also when the time budget
+        re-plans the length), and always at the end."""
+        if step >= total_steps:
+            return self.evaluates
+        if self.eval_steps:
+            return step % self.eval_steps == 0
+        return bool(self.num_evals) and step >= math.ceil((done + 1) * total_steps / self.num_evals)
 
     @property
     def adamw(self) -> AdamW:

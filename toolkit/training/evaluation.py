@@ -1,6 +1,7 @@
-"""In-loop image quality, for every trainer: every --eval_steps (and at the end) the trainer's samples are scored
-by KID against its training images, logged, kept in the summary and the checkpoints, plotted against steps and
-training time, and, if asked, the checkpoint with the best KID is kept apart.
+"""In-loop image quality, for every trainer: every --eval_steps, or --num_evals times over the run (and at the end),
+the trainer's samples are scored by KID against its training images, logged, kept in the summary, the checkpoints
+and progress.jsonl, plotted against steps and training time, and, if asked, the checkpoint with the best KID is kept
+apart.
 
 KID, not FID: it is unbiased at a few hundred samples, so a cheap in-loop estimate tracks the real thing. The
 reference's Inception features are computed once and cached on disk (`toolkit.metrics.sets`).
@@ -45,7 +46,8 @@ class InLoopKID:
         self.best_root = trainer.out / "checkpoints_best"
 
     def due(self, step: int) -> bool:
-        return step % self.cfg.eval_steps == 0 or step == self.trainer.total_steps
+        """Whether to evaluate after `step`: on the schedule (--eval_steps or --num_evals) and at the end."""
+        return self.cfg.eval_due(step, self.trainer.total_steps, len(self.history))
 
     def restore(self, state: dict) -> None:
         """History and best from a checkpoint's state (empty for a fresh run); on the main process, drop best

@@ -33,7 +33,14 @@ from toolkit.training.checkpoints import keep_only, resolve_resume, save_checkpo
 from toolkit.training.config import TrainingConfig
 from toolkit.training.evaluation import InLoopKID
 from toolkit.training.planning import apply_plan, out_of_time, plan_if_due
-from toolkit.training.report import RunSummary, init_trackers, rate, write_summary
+from toolkit.training.report import (
+    RunSummary,
+    append_progress,
+    init_trackers,
+    rate,
+    restart_progress,
+    write_summary,
+)
 from toolkit.training.runs import (
     make_accelerator,
     maybe_resume,
@@ -139,11 +146,11 @@ class Trainer(abc.ABC):
     def eval_images(self, count: int) -> np.ndarray:
         """`count` samples (N, H, W, 3) uint8 for the in-loop KID: fixed seeds, the validation solver, unwrapped
         modules (main process only)."""
-        raise UserError(f"{type(self).__name__} has no in-loop evaluation: drop --eval_steps")
+        raise UserError(f"{type(self).__name__} has no in-loop evaluation: drop --eval_steps / --num_evals")
 
     def reference_images(self, count: int) -> list[np.ndarray]:
         """The first `count` readable training images as the model sees them, (R, R, 3) uint8."""
-        raise UserError(f"{type(self).__name__} has no in-loop evaluation: drop --eval_steps")
+        raise UserError(f"{type(self).__name__} has no in-loop evaluation: drop --eval_steps / --num_evals")
 
     def plannable(self) -> bool:
         """Whether --max_train_time may set the run's length (not when it is given in steps or epochs)."""
@@ -244,12 +251,21 @@ def _evaluate(trainer: Trainer, evaluator: InLoopKID, step: int, summary: RunSum
     summary.eval_seconds += point["seconds"]
     acc.log({"eval/kid": point["kid"], "eval/kid_std": point["kid_std"], "eval/seconds": point["seconds"]},
             step=step)
+    _progress(trainer, summary, "eval", step, kid=point["kid"], kid_std=point["kid_std"])
     acc.print(f"step {step}: KID x 1000 = {1000 * point['kid']:.2f} ± {1000 * point['kid_std']:.2f} "
               f"({point['seconds']:.0f} s)")
     if evaluator.improved(point) and trainer.cfg.keep_best_checkpoint:
         best = save_checkpoint(acc, evaluator.best_root, step, _state(trainer, summary, evaluator, budget), total_limit=None)
         if acc.is_main_process:
             keep_only(evaluator.best_root, best.name)
+
+
+def _progress(trainer: Trainer, summary: RunSummary, kind: str, step: int, **values: float) -> None:
+    """A line of progress.jsonl (main process): the step, the run's length, its training time and loss."""
+    if trainer.accelerator.is_main_process:
+        append_progress(trainer.out, {"kind": kind, "step": step, "total_steps": trainer.total_steps,
+                                      "train_seconds": round(summary.prior_train_seconds + summary.train_seconds, 2),
+                                      "loss": summary.smoothed_loss, **values})
 
 
 def _after_step(trainer: Trainer, step: int, summary: RunSummary, evaluator: InLoopKID | None,
@@ -261,6 +277,7 @@ def _after_step(trainer: Trainer, step: int, summary: RunSummary, evaluator: InL
     if step % cfg.checkpointing_steps == 0 or last:
         save_checkpoint(acc, trainer.out / "checkpoints", step, _state(trainer, summary, evaluator, budget),
                         total_limit=cfg.checkpoints_total_limit)
+        _progress(trainer, summary, "checkpoint", step)
     if step % cfg.validation_steps == 0 and not last and acc.is_main_process:
         trainer.validate(step)
 
@@ -295,7 +312,8 @@ def _loop(trainer: Trainer, step: int, summary: RunSummary, evaluator: InLoopKID
             budget.record(seconds)
             if plan_if_due(trainer, budget, step, summary.steps_done):
                 batches, bar.total, summary.total_steps = trainer.batches(step), trainer.total_steps, trainer.total_steps
-            stop = step < trainer.total_steps and out_of_time(trainer, budget, step)
+            stop = step < trainer.total_steps and out_of_time(
+                trainer, budget, step, evals_done=len(evaluator.history) if evaluator else 0)
             summary.stopped_by_budget = stop
         _after_step(trainer, step, summary, evaluator, budget, last=stop or step == trainer.total_steps)
         if stop:
@@ -309,9 +327,11 @@ def train(trainer: Trainer, precision_reason: str = "") -> RunSummary:
     try:
         step, resumed_from, state = maybe_resume(acc, out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
         save_yaml(cfg, out / "config.yaml")  # after the resume check: a refused run leaves the folder as it was
+        if acc.is_main_process:  # an earlier run's progress is not this one's; a resumed run's ends at its checkpoint
+            restart_progress(out, step, state)
         init_trackers(acc, trainer.name, cfg)
         trainer.load_state(state)
-        evaluator = InLoopKID(trainer) if cfg.eval_steps else None
+        evaluator = InLoopKID(trainer) if cfg.evaluates else None
         if evaluator is not None:
             evaluator.restore(state)
         summary = trainer.summary_class(

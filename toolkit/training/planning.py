@@ -43,7 +43,8 @@ def make_plan(trainer: Trainer, budget: TimeBudget, step: int) -> None:
         overheads = estimate_overheads(cfg, budget.step_seconds, solver_steps=trainer.solver_steps)
         planned = plan_steps(step, seconds_left=budget.seconds - budget.spent(),
                              step_seconds=budget.step_seconds * trainer.relative_step_cost(step),
-                             overheads=overheads, validation_steps=cfg.validation_steps, eval_steps=cfg.eval_steps)
+                             overheads=overheads, validation_steps=cfg.validation_steps, eval_steps=cfg.eval_steps,
+                             num_evals=cfg.num_evals)
     budget.planned_steps = broadcast_object_list([planned])[0]
     budget.plan_step_seconds = budget.step_seconds
     apply_plan(trainer, budget.planned_steps, step)
@@ -64,7 +65,7 @@ def plan_if_due(trainer: Trainer, budget: TimeBudget, step: int, steps_this_sess
     return due
 
 
-def out_of_time(trainer: Trainer, budget: TimeBudget, step: int) -> bool:
+def out_of_time(trainer: Trainer, budget: TimeBudget, step: int, *, evals_done: int = 0) -> bool:
     """Whether the next step, what falls due with it and the final outputs would pass the budget (the main process
     decides for all)."""
     cfg = trainer.cfg
@@ -72,6 +73,6 @@ def out_of_time(trainer: Trainer, budget: TimeBudget, step: int) -> bool:
     due = costs.final
     if (step + 1) % cfg.validation_steps == 0:
         due += costs.validation
-    if cfg.eval_steps and (step + 1) % cfg.eval_steps == 0:
+    if step + 1 < trainer.total_steps and cfg.eval_due(step + 1, trainer.total_steps, evals_done):
         due += costs.evaluation
     return shared(trainer, budget.out_of_time(due))

@@ -124,6 +124,48 @@ def write_summary(summary: RunSummary, out: Path) -> None:
         plot_eval(summary.eval_history, out / "kid.png")
 
 
+PROGRESS_FILE = "progress.jsonl"
+
+
+def append_progress(out: Path, entry: dict) -> None:
+    """One line of progress.jsonl (at each checkpoint and evaluation): what a watcher, such as the tuner, reads
+    while the run goes on."""
+    with open(out / PROGRESS_FILE, "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def read_progress(path: Path) -> list[dict]:
+    """progress.jsonl's entries on the run's current branch. A resumed run writes again the steps after its
+    checkpoint, so an entry drops the earlier ones of later steps (and its own step and kind); a line cut short by
+    a kill is skipped."""
+    entries: list[dict] = []
+    lines = path.read_text().splitlines() if path.is_file() else []
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if not isinstance(entry, dict) or not isinstance(entry.get("step"), int):
+            continue
+        entries = [e for e in entries if e["step"] < entry["step"]
+                   or (e["step"] == entry["step"] and e.get("kind") != entry.get("kind"))]
+        entries.append(entry)
+    return entries
+
+
+def restart_progress(out: Path, step: int, state: dict) -> None:
+    """Start progress.jsonl for a run beginning at `step`: empty for a fresh run; for a resumed one, the entries up
+    to its checkpoint (a kill may have left later ones, a cut line, or no entry for the checkpoint itself)."""
+    path = out / PROGRESS_FILE
+    kept = [e for e in read_progress(path) if e["step"] <= step] if step else []
+    if step and not any(e["step"] == step and e.get("kind") == "checkpoint" for e in kept):
+        kept.append({"kind": "checkpoint", "step": step, "total_steps": state.get("planned_steps"),
+                     "train_seconds": round(float(state.get("train_seconds", 0.0)), 2), "loss": state.get("loss")})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps(e) + "\n" for e in kept))
+    tmp.replace(path)
+
+
 def plot_loss(losses: list[float], path: Path) -> None:
     """The training loss per step (light) and its moving average (dark) as a PNG."""
     import matplotlib
