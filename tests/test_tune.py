@@ -241,3 +241,22 @@ def test_a_killed_study_resumes_the_interrupted_trial_and_counts_each_once(tmp_p
     assert retry.state.name == "COMPLETE" and retry.user_attrs["run_dir"] == str(first.resolve())
     assert "waiting 2 s to tell a killed trial" in result.stdout
     assert "resumed from" in (first / "trial.log").read_text()
+
+
+def test_two_gan_trials_run_at_once_and_are_scored_from_samples(tmp_path):
+    space = write(tmp_path / "space.yaml", "gan_loss: {type: categorical, choices: [hinge, ns]}\n")
+    argv = ["--space", str(space), "--trainer", "gan", "--output_dir", str(tmp_path / "tune"), "--n_trials", "2",
+            "--n_jobs", "2", "--objective", "distortion", "--num_images", "4", "--pruner", "none", "--keep_runs", "all",
+            "--", "--resolution", "16", "--train_batch_size", "4", "--num_figures", "12", "--max_train_steps", "4",
+            "--validation_steps", "100", "--checkpointing_steps", "100", "--num_validation_images", "4", "--z_dim", "8",
+            "--gan_channels", "4", "--mixed_precision", "no", "--report_to", "none"]
+    assert main(argv) == 0
+    done = trials(tmp_path)
+    assert [t.state.name for t in done] == ["COMPLETE", "COMPLETE"] and all(0 <= t.value <= 1 for t in done)
+    first, second = done
+    assert first.datetime_start < second.datetime_complete and second.datetime_start < first.datetime_complete
+    threads = max(1, len(os.sched_getaffinity(0)) // 2)  # each trial its share of the cores
+    for t in done:
+        assert t.user_attrs["config"]["num_cpu_threads"] == threads
+        score = json.loads((Path(t.user_attrs["run_dir"]) / "score.json").read_text())
+        assert score["objective"] == "distortion" and score["num_images"] == 4 and score["value"] == t.value
