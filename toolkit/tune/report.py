@@ -4,7 +4,6 @@ folders kept by --keep_runs."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import warnings
@@ -13,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from toolkit.config import to_dict
 from toolkit.tune.study import public_url
 from toolkit.tune.trial import Setup
 
@@ -21,18 +21,9 @@ MIN_FOR_IMPORTANCE = 4  # completed trials before a parameter-importance plot me
 RUN_ONLY = ("output_dir", "resume_from_checkpoint", "overwrite_output_dir", "num_cpu_threads")
 
 
-def defaults(config_cls: type) -> dict[str, Any]:
-    """The trainer's default config as plain data."""
-    out = {}
-    for f in dataclasses.fields(config_cls):
-        value = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        out[f.name] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-    return json.loads(json.dumps(out))  # tuples as lists, as the stored config has them
-
-
 def best_recipe(config: dict, setup: Setup) -> dict[str, Any]:
     """The trial's config reduced to what differs from the trainer's defaults (run-only settings left out)."""
-    default = defaults(setup.config_cls)
+    default = json.loads(json.dumps(to_dict(setup.config_cls())))  # the defaults as the stored config has them
     return {k: v for k, v in config.items() if k not in RUN_ONLY and v != default.get(k)}
 
 

@@ -14,9 +14,6 @@ from toolkit.errors import UserError
 from toolkit.tune.config import TuneConfig
 from toolkit.tune.trial import Setup, run_trial
 
-SETTINGS = ("trainer", "trial_minutes", "objective", "space_text", "seed", "evals_per_trial", "reference", "poses",
-            "num_images", "base")
-
 
 def public_url(url: str) -> str:
     """The storage URL with any password masked, for printing and files."""
@@ -84,7 +81,7 @@ def check_resume(study, setup: Setup, direction: str) -> None:
     if before is None:
         study.set_user_attr("settings", now)
         return
-    changed = [k for k in SETTINGS if before.get(k) != now[k]]
+    changed = [k for k in now if before.get(k) != now[k]]
     if changed:
         raise UserError(f"study '{study.study_name}' was started with other {', '.join(changed)}: rerun it with the "
                         "same space, recipe and flags, or give another --study_name")
