@@ -7,8 +7,8 @@
 
 `caching` runs each variant in its own process (so that peak RSS is its own) through the real trainer: the run is
 built (caches included, timed apart), two warm-up steps are taken, then `--steps` steps are timed. `sd15` builds SD
-1.5's UNet from `../shared/data/sd15_configs` (no weights exist here: random ones, which cost the same) and a
-ControlNet from it, puts a rank-16 LoRA on the attention projections and times full training steps on random
+1.5's UNet from `benchmarks/sd15_configs` (configs only; random weights, which cost the same) and a ControlNet from
+it, puts a rank-16 LoRA on the attention projections and times full training steps on random
 latents and text embeddings, plus one encode of a 512 px image by SD 1.5's VAE (what caching saves per image).
 Prints JSON and a table.
 """
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-SD15 = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "sd15_configs"
+SD15 = Path(__file__).resolve().parent / "sd15_configs"  # SD 1.5's UNet and VAE configs (no weights)
 
 
 def peak_rss_mb() -> float:
@@ -95,15 +95,23 @@ def caching(args) -> list[dict]:
     return results
 
 
-def _sd15_models(device: str, dtype: torch.dtype, rank: int):
+# A stand-in with SD 1.5's layout at toy width, for dry runs on a CPU (seconds, not minutes).
+TOY = {"block_out_channels": [32, 32, 64, 64], "layers_per_block": 1, "cross_attention_dim": 32}
+
+
+def sd15_models(device: str, dtype: torch.dtype, rank: int, *, toy: bool = False):
+    """SD 1.5's UNet with a rank-`rank` LoRA (fp32 trainable weights), a ControlNet made from it, and SD 1.5's VAE,
+    all with random weights on `device` in `dtype` (`toy`: the layout at toy width); returns (unet, controlnet, vae,
+    LoRA parameters)."""
     from diffusers import AutoencoderKL, ControlNetModel, UNet2DConditionModel
     from peft import LoraConfig
 
     from toolkit.lora.config import LORA_LAYERS
 
-    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD15 / "unet"))
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(SD15 / "unet"), **(TOY if toy else {}))
     controlnet = ControlNetModel.from_unet(unet)
-    vae = AutoencoderKL.from_config(AutoencoderKL.load_config(SD15 / "vae"))
+    vae_config = AutoencoderKL.load_config(SD15 / "vae")
+    vae = AutoencoderKL.from_config(vae_config, **({"block_out_channels": [32, 32, 64, 64]} if toy else {}))
     for m in (unet, controlnet, vae):
         m.requires_grad_(False)
         m.to(device, dtype=dtype)
@@ -114,22 +122,33 @@ def _sd15_models(device: str, dtype: torch.dtype, rank: int):
     return unet, controlnet, vae, params
 
 
-def sd15(args) -> dict:
-    """Time full training steps of SD 1.5's UNet (LoRA) under its ControlNet at 512 px."""
-    device = args.device
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "no": torch.float32}[args.precision]
-    unet, controlnet, vae, params = _sd15_models(device, dtype, args.rank)
-    if args.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        controlnet.enable_gradient_checkpointing()
-    if args.attention == "xformers":
-        unet.enable_xformers_memory_efficient_attention()
-        controlnet.enable_xformers_memory_efficient_attention()
+def set_attention(modules, attention: str) -> None:
+    """PyTorch SDPA or xformers attention in every module (raises when xformers is unavailable)."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    for m in modules:
+        if attention == "xformers":
+            m.enable_xformers_memory_efficient_attention()
+        else:
+            m.set_attn_processor(AttnProcessor2_0())
+
+
+def set_checkpointing(modules, on: bool) -> None:
+    """Gradient checkpointing on or off in every module."""
+    for m in modules:
+        m.enable_gradient_checkpointing() if on else m.disable_gradient_checkpointing()
+
+
+def sd15_step_time(models, *, device: str, dtype: torch.dtype, batch_size: int, steps: int,
+                   resolution: int = 512) -> dict:
+    """Seconds per full LoRA training step (ControlNet forward, UNet forward and backward, AdamW) after one warm-up
+    step, and the peak memory of those steps (CUDA max allocated, or peak RSS on a CPU)."""
+    unet, controlnet, _, params = models
     optimizer = torch.optim.AdamW(params, lr=1e-4)
-    b, autocast = args.batch_size, torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
-    latents = torch.randn(b, 4, 64, 64, device=device, dtype=dtype)
-    text = torch.randn(b, 77, 768, device=device, dtype=dtype)
-    pose = torch.rand(b, 3, 512, 512, device=device, dtype=dtype)
+    b, autocast = batch_size, torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32)
+    latents = torch.randn(b, 4, resolution // 8, resolution // 8, device=device, dtype=dtype)
+    text = torch.randn(b, 77, unet.config.cross_attention_dim, device=device, dtype=dtype)
+    pose = torch.rand(b, 3, resolution, resolution, device=device, dtype=dtype)
     t = torch.randint(0, 1000, (b,), device=device)
 
     def step():
@@ -142,27 +161,41 @@ def sd15(args) -> dict:
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    cuda = device.startswith("cuda")
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
     reset_peak()
     step()  # warm-up
     sync()
     start = time.perf_counter()
-    for _ in range(args.steps):
+    for _ in range(steps):
         step()
     sync()
-    per_step = (time.perf_counter() - start) / args.steps
-    with torch.no_grad(), autocast:
+    per_step = (time.perf_counter() - start) / steps
+    memory = torch.cuda.max_memory_allocated() / 2**20 if cuda else peak_rss_mb()
+    return {"batch_size": b, "resolution": resolution, "s_per_step": round(per_step, 3),
+            "it_per_s": round(1 / per_step, 3), "peak_memory_mb": round(memory),
+            "memory_kind": "CUDA max allocated" if cuda else "peak RSS"}
+
+
+def sd15(args) -> dict:
+    """Time full training steps of SD 1.5's UNet (LoRA) under its ControlNet at 512 px, and one VAE encode."""
+    device = args.device
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "no": torch.float32}[args.precision]
+    models = sd15_models(device, dtype, args.rank)
+    set_checkpointing(models[:2], args.gradient_checkpointing)
+    set_attention(models[:2], args.attention)
+    result = sd15_step_time(models, device=device, dtype=dtype, batch_size=args.batch_size, steps=args.steps)
+    with torch.no_grad(), torch.autocast(device, dtype=dtype, enabled=dtype != torch.float32):
         start = time.perf_counter()
-        vae.encode(torch.randn(1, 3, 512, 512, device=device, dtype=dtype))
-        sync()
+        models[2].encode(torch.randn(1, 3, 512, 512, device=device, dtype=dtype))
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
         vae_s = time.perf_counter() - start
-    memory = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else peak_rss_mb()
-    return {"device": device, "precision": args.precision, "batch_size": b, "attention": args.attention,
-            "gradient_checkpointing": args.gradient_checkpointing, "lora_rank": args.rank,
-            "s_per_step": round(per_step, 2), "it_per_s": round(1 / per_step, 3),
-            "vae_encode_512_s": round(vae_s, 2), "peak_memory_mb": round(memory),
-            "memory_kind": "CUDA max allocated" if device == "cuda" else "peak RSS during the training steps",
-            "lora_params": sum(p.numel() for p in params)}
+    return {"device": device, "precision": args.precision, "attention": args.attention,
+            "gradient_checkpointing": args.gradient_checkpointing, "lora_rank": args.rank, **result,
+            "vae_encode_512_s": round(vae_s, 2), "lora_params": sum(p.numel() for p in models[3])}
 
 
 def main() -> None:

@@ -35,8 +35,11 @@ def test_dry_run_writes_exactly_the_upload_folder(tmp_path, monkeypatch, capsys)
     assert meta["library_name"] == "diffusers" and meta["pipeline_tag"] == "unconditional-image-generation"
     assert meta["license"] == "apache-2.0" and "anatomy-toolkit" in meta["tags"]
     assert "![samples](samples/final.png)" in text and "img/s" in text and "me/figures" in text
-    assert "would be uploaded to me/figures" in capsys.readouterr().out
-    # The token never lands in any file of the run, nor in what was printed.
+    printed = capsys.readouterr()
+    assert "would be uploaded to me/figures" in printed.out
+    # The token never lands in any file of the run (config, card, logs, checkpoints), nor in what was printed.
+    assert FAKE_TOKEN not in printed.out + printed.err
+    assert list(out.rglob("events.out.tfevents.*")) and list(out.rglob("trainer_state.json"))
     for path in out.rglob("*"):
         if path.is_file():
             assert FAKE_TOKEN.encode() not in path.read_bytes(), path

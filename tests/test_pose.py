@@ -65,7 +65,7 @@ def test_openpose_json_round_trip(tmp_path):
     assert np.allclose(loaded.people[0].body, person.body) and np.allclose(loaded.people[0].face, person.face, atol=1e-3)
     (tmp_path / "bad.json").write_text('{"people": [{"pose_keypoints_2d": [1, 2, 3]}], "canvas_width": 5, '
                                        '"canvas_height": 5}')
-    with pytest.raises(ValueError, match="bad.json: pose_keypoints_2d: expected 54 numbers"):
+    with pytest.raises(ValueError, match=r"bad.json: not OpenPose JSON \(pose_keypoints_2d: expected 54 numbers"):
         load_pose(tmp_path / "bad.json")
 
 

@@ -324,9 +324,9 @@ def test_a_nan_loss_stops_with_the_shared_policy(tiny, tmp_path, monkeypatch):
 
     real = PoseLoraTrainer.loss
     monkeypatch.setattr(PoseLoraTrainer, "loss", lambda self, *args: real(self, *args) * float("nan"))
-    run, _ = build_run(lora_cfg(tiny, tmp_path / "run"))
-    with pytest.raises(TrainingDiverged, match="loss became nan at step 1: .*Last good checkpoint: none yet"):
-        train_step(run, 0)
+    with pytest.raises(TrainingDiverged, match=r"loss became nan or inf at steps 1-2 \(2 in a row\).*Last good "
+                                               r"checkpoint.*: none yet"):
+        train(lora_cfg(tiny, tmp_path / "run", max_nan_steps=2))
 
 
 def test_validation_scores_poses(trained):

@@ -116,9 +116,9 @@ def test_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, mon
 
     monkeypatch.setattr(DDPMTrainer, "loss", exploding_loss)
     out = tmp_path / "run"
-    assert main(tiny_argv(out, max_train_steps=4, checkpointing_steps=2)) == 2
+    assert main(tiny_argv(out, max_train_steps=4, checkpointing_steps=2, max_nan_steps=1)) == 2
     err = capsys.readouterr().err
-    assert "loss became nan at step 3" in err and "Last good checkpoint:" in err and "checkpoint-2" in err
+    assert "loss became nan or inf at step 3:" in err and "Last good checkpoint" in err and "checkpoint-2" in err
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-2"]
     assert not (out / "model_index.json").exists()
 

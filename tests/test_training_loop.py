@@ -4,7 +4,9 @@ what a third trainer gets by supplying only its models, losses, validation and s
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +34,8 @@ class ToyConfig(TrainingConfig):
     width: int = option(8, "hidden width")
     n_critic: int = option(1, "critic steps per generator step")
     nan_at_call: int | None = option(None, "make the critic loss NaN at this call (tests the NaN policy)")
+    nan_from_call: int | None = option(None, "make every critic loss NaN from this call on")
+    signal_at_call: int | None = option(None, "send this process SIGTERM at this call (tests the stop request)")
 
 
 class ToyTrainer(Trainer):
@@ -65,10 +69,13 @@ class ToyTrainer(Trainer):
 
     def loss(self, phase: Phase, micro_batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         self.calls += 1
+        if self.calls == self.cfg.signal_at_call:
+            os.kill(os.getpid(), signal.SIGTERM)
         fake = self.phases[1].modules[0](torch.randn(micro_batch.shape, generator=generator))
         if phase.name == "critic":
             loss = self.critic(fake.detach()).mean() - self.critic(micro_batch).mean()
-            return loss * float("nan") if self.calls == self.cfg.nan_at_call else loss
+            bad = self.calls == self.cfg.nan_at_call or self.calls >= (self.cfg.nan_from_call or 10**9)
+            return loss * float("nan") if bad else loss
         return -self.critic(fake).mean()
 
     def validate(self, step: int, name: str | None = None) -> Path:
@@ -154,9 +161,34 @@ def test_resume_continues_exactly(tmp_path):
 
 def test_a_nan_loss_stops_the_run_naming_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "run"
-    with pytest.raises(TrainingDiverged, match=r"loss became nan at step 3.*checkpoint-2"):
-        run_toy(toy(out, nan_at_call=9))  # step 3's first critic micro-batch
+    with pytest.raises(TrainingDiverged, match=r"loss became nan or inf at step 3:.*checkpoint-2"):
+        run_toy(toy(out, nan_at_call=9, max_nan_steps=1))  # step 3's first critic micro-batch
     assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-2"]
+
+
+def test_nan_steps_in_a_row_stop_the_run_at_the_limit(tmp_path):
+    out = tmp_path / "run"
+    expected = r"at steps 3-5 \(3 in a row\).*before the first bad step\): \S*checkpoint-2\."
+    with pytest.raises(TrainingDiverged, match=expected):
+        run_toy(toy(out, nan_from_call=9, max_nan_steps=3))  # steps 3, 4 and 5; the generator trained on in 3 and 4
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["checkpoint-2", "checkpoint-4"]
+
+
+def test_a_lone_nan_step_is_skipped_counted_and_changes_nothing(tmp_path):
+    trainer, summary = run_toy(toy(tmp_path / "run", nan_at_call=9))
+    assert summary.steps_done == 6 and summary.skipped_steps == 1 and np.isfinite(summary.smoothed_loss)
+    assert np.isnan(summary.loss_history[2]) and "1 with a NaN/inf loss" in summary.table()
+    state = json.loads((tmp_path / "run/checkpoints/checkpoint-6/trainer_state.json").read_text())
+    assert state["skipped_steps"] == 1
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    trainer, _ = build(ToyTrainer, toy(tmp_path / "steps", nan_from_call=1))
+    before = [t.detach().clone() for t in trainer.phases[0].params]
+    results = optimizer_step(trainer, 0, next(trainer.batches(0)))
+    assert all(np.isnan(v).all() for v in results["critic"])
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.phases[0].params, strict=True))
+    assert trainer.phases[0].lr_scheduler.scheduler.last_epoch == 1  # the schedule stays on the step count
 
 
 def test_with_defaults_keeps_one_declaration():

@@ -75,7 +75,7 @@ def image_files(folder: str, role: str) -> tuple[Path, list]:
         raise UserError(f"--{role}: folder not found: {root}")
     if not root.is_dir():
         raise UserError(f"--{role}: {root} is a file; give the folder that holds the images")
-    files = list_image_files(root)
+    files = list_image_files(root, key=f"--{role}")
     if not files:
         raise UserError(f"--{role}: no images in {root}")
     return root, files
@@ -83,13 +83,11 @@ def image_files(folder: str, role: str) -> tuple[Path, list]:
 
 def _short_side(files: list[Path], root: Path) -> int:
     """The short side of the first readable image (all have one size); an error if none is readable."""
-    from PIL import Image
-
-    from toolkit.images import DECODE_ERRORS
+    from toolkit.images import DECODE_ERRORS, open_image
 
     for path in files:
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 return min(image.size)
         except DECODE_ERRORS:
             continue

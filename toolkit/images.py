@@ -16,6 +16,8 @@ from toolkit.errors import UserError
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".pgm", ".ppm", ".pbm"}
 # Errors PIL raises for a corrupt, truncated or unsupported file: such a file is skipped and counted.
 DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+# The most pixels an image may have: PIL's warning limit (89 M, e.g. 9459 x 9459). PIL itself refuses only twice that.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -34,9 +36,20 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def open_image(path: str | Path) -> Image.Image:
+    """`Image.open` (lazy: nothing decoded yet) that refuses a decompression bomb, a small file that decodes to more
+    than MAX_PIXELS, before it takes the memory; raises one of DECODE_ERRORS."""
+    image = Image.open(path)
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        image.close()
+        raise Image.DecompressionBombError(f"{width}x{height} pixels, more than {MAX_PIXELS}: a decompression bomb?")
+    return image
+
+
 def load_rgb(path: str | Path) -> Image.Image:
-    """Decode a file fully into RGB; raises one of DECODE_ERRORS on a corrupt or unsupported file."""
-    with Image.open(path) as image:
+    """Decode a file fully into RGB; raises one of DECODE_ERRORS on a corrupt, unsupported or oversized file."""
+    with open_image(path) as image:
         image.load()
         return to_rgb(image)
 
@@ -50,11 +63,12 @@ def safe_join(root: Path, relative: str) -> Path:
     return path
 
 
-def list_image_files(root: str | Path) -> list[Path]:
-    """Image files of a dataset folder: those named in metadata.jsonl if present, else all images below it."""
+def list_image_files(root: str | Path, *, key: str = "train_data_dir") -> list[Path]:
+    """Image files of a dataset folder: those named in metadata.jsonl if present, else all images below it; `key`
+    names the option the folder came from, for the error."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"train_data_dir not found or not a folder: {root}")
+        raise UserError(f"{key} not found or not a folder: {root}")
     metadata = root / "metadata.jsonl"
     if metadata.is_file():
         return [safe_join(root, row["file_name"]) for row in read_metadata(metadata, "file_name")]
@@ -70,7 +84,7 @@ def one_size(files: list[Path]) -> tuple[list[Path], list[Path]]:
     sizes = {}
     for path in files:
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 sizes[path] = image.size
         except DECODE_ERRORS:
             sizes[path] = None

@@ -49,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     report = prepare_poses(cfg.input_dir, cfg.output_dir, pose_filter=pose_filter, detector_options=detector,
                            num_workers=cfg.num_workers)
     print(f"\nprepared {cfg.output_dir}:\n{report.table()}")
+    if not report.kept:  # a result of the filters, not an input error: re-running with looser ones keeps some
+        print(f"warning: no photo of {cfg.input_dir} passed the filters, so {cfg.output_dir} has nothing to train on "
+              "yet (loosen --min_joints / --min_mean_confidence; detections are kept and re-filtered)")
     return 0
 
 

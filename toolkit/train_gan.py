@@ -1,7 +1,7 @@
 """Train a GAN baseline from scratch (DCGAN or a residual SN-GAN, optionally pose-conditioned) and save its generator.
 
-    accelerate launch toolkit/train_gan.py                       # built-in synthetic figures, CPU-friendly
-    accelerate launch toolkit/train_gan.py --train_data_dir faces/ --resolution 64 --gan_loss hinge --r1_gamma 1
+    accelerate launch -q toolkit/train_gan.py                       # built-in synthetic figures, CPU-friendly
+    accelerate launch -q toolkit/train_gan.py --train_data_dir faces/ --resolution 64 --gan_loss hinge --r1_gamma 1
 """
 
 from __future__ import annotations

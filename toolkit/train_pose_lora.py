@@ -2,8 +2,8 @@
 
     python -m toolkit.make_tiny_sd --output_dir tiny_sd && python -m toolkit.figures --num_images 16 --resolution 64 \\
         --output_dir data/figures64                                       # offline, CPU: tiny models and figures
-    accelerate launch toolkit/train_pose_lora.py --config recipes/pose_lora_tiny.yaml
-    accelerate launch toolkit/train_pose_lora.py --config recipes/pose_lora_sd15.yaml --train_data_dir data/   # GPU
+    accelerate launch -q toolkit/train_pose_lora.py --config recipes/pose_lora_tiny.yaml
+    accelerate launch -q toolkit/train_pose_lora.py --config recipes/pose_lora_sd15.yaml --train_data_dir data/   # GPU
 """
 
 from __future__ import annotations

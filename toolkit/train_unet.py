@@ -1,7 +1,7 @@
 """Train a diffusers UNet2DModel from scratch and save a DDPMPipeline.
 
-    accelerate launch toolkit/train_unet.py                       # built-in synthetic figures, CPU-friendly
-    accelerate launch toolkit/train_unet.py --config recipes/portraits_64.yaml --train_data_dir faces/
+    accelerate launch -q toolkit/train_unet.py                       # built-in synthetic figures, CPU-friendly
+    accelerate launch -q toolkit/train_unet.py --config recipes/portraits_64.yaml --train_data_dir faces/
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 
 from toolkit.anatomy.parse import parse_figure
 from toolkit.errors import UserError
-from toolkit.images import DECODE_ERRORS, load_rgb, one_size
+from toolkit.images import DECODE_ERRORS, load_rgb, one_size, open_image
 from toolkit.pose.fidelity import rescale
 from toolkit.pose.keypoints import load_pose
 from toolkit.pose.metrics import pck
@@ -60,11 +60,10 @@ def evaluate_images(image_files: list[Path], poses_dir: Path | None = None, alph
 def evaluate_folder(images: Path, poses: Path | None = None, alpha: float = 0.1, *, say=print) -> dict:
     """The anatomy report of a folder of figures-world images (one size: others are skipped and listed), with PCK
     against the OpenPose JSON of the same stems in `poses` when given."""
-    from PIL import Image
 
     from toolkit.images import list_image_files
 
-    files = list_image_files(images)
+    files = list_image_files(images, key="images")
     if not files:
         raise UserError(f"no images found in {images}")
     if poses is not None and not poses.is_dir():
@@ -73,7 +72,7 @@ def evaluate_folder(images: Path, poses: Path | None = None, alpha: float = 0.1,
     if others:
         say(f"skipped {len(others)} image(s) of another size than the rest (e.g. {others[0].name}: a grid?)")
     try:
-        with Image.open(files[0]) as first:
+        with open_image(files[0]) as first:
             size = first.size
     except DECODE_ERRORS:
         size = None  # counted as unreadable by the evaluation

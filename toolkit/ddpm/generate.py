@@ -28,8 +28,16 @@ def load_pipeline(path: str):
     index = Path(path) / "model_index.json"
     if not index.is_file():
         raise UserError(f"{path} is not a saved pipeline (no model_index.json)")
-    kind = json.loads(index.read_text()).get("_class_name")
-    return (PoseDDPMPipeline if kind == "PoseDDPMPipeline" else DDPMPipeline).from_pretrained(path)
+    try:
+        kind = json.loads(index.read_text()).get("_class_name")
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e:
+        raise UserError(f"{index}: not a pipeline index ({e})") from None
+    if kind not in ("DDPMPipeline", "PoseDDPMPipeline"):
+        raise UserError(f"{path} is not a train_unet.py pipeline ({index} names {kind!r}, not DDPMPipeline)")
+    try:
+        return (PoseDDPMPipeline if kind == "PoseDDPMPipeline" else DDPMPipeline).from_pretrained(path)
+    except (OSError, ValueError, KeyError) as e:  # a missing or broken unet/ or scheduler/
+        raise UserError(f"{path}: the pipeline cannot be loaded ({type(e).__name__}: {e})") from None
 
 
 def sample_ddpm(cfg: DDPMSampleConfig) -> str:

@@ -168,10 +168,12 @@ class DDPMTrainer(Trainer):
         scheduler = make_scheduler(cfg.validation_scheduler, self.noise_scheduler.config)
         unet = self.accelerator.unwrap_model(self.unet)
         unet.eval()
-        with ema_weights(self.ema, unet):
-            images = generate(unet, scheduler, count, num_inference_steps=cfg.num_inference_steps, seed=seed,
-                              resolution=self.resolution, conditioning=maps, batch_size=batch_size)
-        unet.train()
+        try:  # training mode comes back also when sampling fails (out of memory during a validation)
+            with ema_weights(self.ema, unet):
+                images = generate(unet, scheduler, count, num_inference_steps=cfg.num_inference_steps, seed=seed,
+                                  resolution=self.resolution, conditioning=maps, batch_size=batch_size)
+        finally:
+            unet.train()
         return images
 
     def validate(self, step: int, name: str | None = None) -> Path:

@@ -67,11 +67,13 @@ def generate(gen: Generator, count: int, *, seed: int, maps: torch.Tensor | None
     gen.eval()
     z = torch.randn(count, gen.config.z_dim, generator=torch.Generator().manual_seed(seed))
     out = []
-    for start in range(0, count, batch_size):
-        chunk = maps[start:start + batch_size].to(device) if maps is not None else None
-        images = gen(z[start:start + batch_size].to(device), chunk).float()  # (B, 3, R, R) in [-1, 1]
-        out.append(((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
-    gen.train(was_training)
+    try:  # training mode comes back also when sampling fails (out of memory during a validation)
+        for start in range(0, count, batch_size):
+            chunk = maps[start:start + batch_size].to(device) if maps is not None else None
+            images = gen(z[start:start + batch_size].to(device), chunk).float()  # (B, 3, R, R) in [-1, 1]
+            out.append(((images + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())
+    finally:
+        gen.train(was_training)
     return np.concatenate(out)
 
 
@@ -92,13 +94,15 @@ def standing_stats(gen: Generator, *, maps: torch.Tensor | None = None, count: i
         m.momentum = None  # a cumulative average over the batches below
     gen.train()
     z = torch.randn(count, gen.config.z_dim, generator=torch.Generator().manual_seed(seed))
-    for start in range(0, count, batch_size):
-        chunk = z[start:start + batch_size]
-        pose = maps[torch.arange(start, start + len(chunk)) % len(maps)].to(device) if maps is not None else None
-        gen(chunk.to(device), pose)
-    for m, momentum in zip(norms, momenta, strict=True):
-        m.momentum = momentum
-    gen.train(was_training)
+    try:
+        for start in range(0, count, batch_size):
+            chunk = z[start:start + batch_size]
+            pose = maps[torch.arange(start, start + len(chunk)) % len(maps)].to(device) if maps is not None else None
+            gen(chunk.to(device), pose)
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        gen.train(was_training)
 
 
 @contextmanager

@@ -143,14 +143,16 @@ class PoseLoraTrainer(Trainer):
         cfg, acc, sampling = self.cfg, self.accelerator, Sampling.of(self.cfg)
         pipe = make_pipeline(self.models, cfg.validation_scheduler)
         self.models.unet.eval()
-        lora = generate(pipe, self.val, sampling)
-        if self.base_images is None:
-            self._adapters(False)
-            self.base_images = generate(pipe, self.val, sampling)
+        try:  # adapters and training mode come back also when sampling fails (out of memory)
+            lora = generate(pipe, self.val, sampling)
+            if self.base_images is None:
+                self._adapters(False)
+                self.base_images = generate(pipe, self.val, sampling)
+        finally:
             self._adapters(True)
-            if self.detector is not None:
-                self.scores["base"] = pose_scores(self.base_images, self.val.poses, self.detector)
-        self.models.unet.train()
+            self.models.unet.train()
+        if self.detector is not None and "base" not in self.scores:
+            self.scores["base"] = pose_scores(self.base_images, self.val.poses, self.detector)
         path = self.samples_path(step, name)
         grid = validation_grid(self.val, self.base_images, lora)
         grid.save(path)

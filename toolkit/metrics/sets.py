@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from toolkit.images import DECODE_ERRORS, apply_crop, plan_crop, to_rgb
+from toolkit.images import DECODE_ERRORS, apply_crop, open_image, plan_crop, to_rgb
 from toolkit.metrics.inception import RULE, WEIGHTS_SHA1, InceptionFeatures
 
 CACHE_FORMAT = 1  # bump when what a cache file holds changes
@@ -94,7 +94,7 @@ def _decode(root: Path, files: list[Path], resolution: int, found: ImageSet) -> 
     sizes, modes = Counter(), Counter()
     for path in files:
         try:
-            with Image.open(path) as image:
+            with open_image(path) as image:
                 image.load()
                 sizes[f"{image.size[0]}x{image.size[1]}"] += 1
                 modes[image.mode] += 1

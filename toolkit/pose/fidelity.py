@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from toolkit.errors import UserError
+from toolkit.images import DECODE_ERRORS
 from toolkit.pose.keypoints import Pose
 from toolkit.pose.metrics import limb_errors, oks, oks_ap, pck
 
@@ -126,7 +127,7 @@ def pairs(images: Path, poses: Path) -> tuple[list[tuple[Path, Path]], list[str]
     if not poses.is_dir():
         raise UserError(f"poses folder not found: {poses}")
     found, missing = [], []
-    for image in list_image_files(images):
+    for image in list_image_files(images, key="images"):
         pose = poses / f"{image.stem}.json"
         (found.append((image, pose)) if pose.is_file() else missing.append(image.name))
     if not found:
@@ -146,15 +147,28 @@ def evaluate_pose_folder(images: Path, poses: Path, *, face_check: bool = True, 
     found, missing = pairs(images, poses)
     detector = MediaPipeDetector(MediaPipeOptions(flip_average=flip_average))
     faces = FaceChecker() if face_check else None
-    scores = [score_image(image.name, np.asarray(load_photo(image)), load_pose(pose), detector, face_checker=faces)
-              for image, pose in tqdm(found, desc="scoring poses")]
-    return {"summary": summarize(scores) | {"images_without_pose": missing}, "images": [asdict(s) for s in scores]}
+    scores, unreadable = [], []
+    for image, pose in tqdm(found, desc="scoring poses"):
+        try:  # a corrupt image or pose file is skipped and counted (PoseFileError is a ValueError)
+            photo, reference = np.asarray(load_photo(image)), load_pose(pose)
+        except DECODE_ERRORS as e:
+            unreadable.append(f"{image.name} ({type(e).__name__})")
+            continue
+        scores.append(score_image(image.name, photo, reference, detector, face_checker=faces))
+    if not scores:
+        raise UserError(f"none of the {len(found)} image/pose pairs in {images} and {poses} could be read "
+                        f"(first: {unreadable[0]})")
+    return {"summary": summarize(scores) | {"images_without_pose": missing, "unreadable": unreadable},
+            "images": [asdict(s) for s in scores]}
 
 
 def summary_table(summary: dict) -> str:
     """The pose summary as aligned text."""
     width = max(len(k) for k in summary)
-    return "\n".join(f"  {k:<{width}}  {v}" for k, v in summary.items() if k != "images_without_pose")
+    rows = [f"  {k:<{width}}  {v}" for k, v in summary.items() if k not in ("images_without_pose", "unreadable")]
+    if summary.get("unreadable"):
+        rows.append(f"  {'unreadable':<{width}}  {len(summary['unreadable'])} (first: {summary['unreadable'][0]})")
+    return "\n".join(rows)
 
 
 def face_rate(images: Iterable[np.ndarray], *, min_confidence: float = 0.5) -> float:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
+from toolkit.errors import UserError
+
 BODY_18 = ["nose", "neck", "r_shoulder", "r_elbow", "r_wrist", "l_shoulder", "l_elbow", "l_wrist", "r_hip", "r_knee",
            "r_ankle", "l_hip", "l_knee", "l_ankle", "r_eye", "l_eye", "r_ear", "l_ear"]
 # The 17 limbs in OpenPose drawing order (0-based joint indices); limb i has palette colour i.
@@ -33,7 +35,9 @@ def _points(values, count: int, key: str) -> np.ndarray | None:
     arr = np.asarray(values, dtype=np.float64)
     if arr.size != count * 3:
         raise ValueError(f"{key}: expected {count * 3} numbers ([x, y, c] * {count}), got {arr.size}")
-    return arr.reshape(count, 3)
+    arr = arr.reshape(count, 3)
+    arr[~np.isfinite(arr).all(axis=1)] = 0.0  # a NaN or inf coordinate: the point is missing
+    return arr
 
 
 @dataclass
@@ -81,7 +85,12 @@ class Pose:
         width, height = data.get("canvas_width", width), data.get("canvas_height", height)
         if width is None or height is None:
             raise ValueError("the image size is unknown: no canvas_width/canvas_height and none given")
-        return cls(int(width), int(height), [Person.from_openpose(p) for p in data.get("people", [])])
+        if int(width) < 1 or int(height) < 1:
+            raise ValueError(f"canvas size must be positive, got {width} x {height}")
+        people = data.get("people", [])
+        if not isinstance(people, list):
+            raise ValueError(f"people: expected a list, got {type(people).__name__}")
+        return cls(int(width), int(height), [Person.from_openpose(p) for p in people])
 
 
 def save_pose(pose: Pose, path: str | Path) -> None:
@@ -89,12 +98,21 @@ def save_pose(pose: Pose, path: str | Path) -> None:
     Path(path).write_text(json.dumps(pose.to_json()))
 
 
+class PoseFileError(UserError, ValueError):
+    """An OpenPose JSON file that cannot be read or is not OpenPose JSON; the message names the file."""
+
+
 def load_pose(path: str | Path, width: int | None = None, height: int | None = None) -> Pose:
-    """Read OpenPose JSON; errors name the file."""
+    """Read OpenPose JSON (NaN or inf points count as missing); raises PoseFileError naming the file."""
     try:
-        return Pose.from_json(json.loads(Path(path).read_text()), width, height)
-    except (json.JSONDecodeError, ValueError, TypeError) as e:
-        raise ValueError(f"{path}: {e}") from None
+        data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise ValueError(f"expected a JSON object with people[], got {type(data).__name__}")
+        return Pose.from_json(data, width, height)
+    except OSError as e:
+        raise PoseFileError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as e:  # JSONDecodeError, UnicodeDecodeError
+        raise PoseFileError(f"{path}: not OpenPose JSON ({e})") from None
 
 
 def _mirror(points: np.ndarray | None, width: int, order: list[int] | None) -> np.ndarray | None:

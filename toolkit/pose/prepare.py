@@ -24,7 +24,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
-from toolkit.images import DECODE_ERRORS, list_image_files, to_rgb
+from toolkit.errors import UserError
+from toolkit.images import (
+    DECODE_ERRORS,
+    IMAGE_EXTENSIONS,
+    list_image_files,
+    open_image,
+    read_metadata,
+    to_rgb,
+)
 from toolkit.pose.conditioning import draw_map
 from toolkit.pose.keypoints import Pose, load_pose, save_pose
 
@@ -57,16 +65,15 @@ def stem_of(path: Path, root: Path) -> str:
 
 def read_captions(root: Path) -> dict[str, str]:
     """Captions by relative file name, from metadata.jsonl or metadata.csv (file_name, text) in the input folder."""
-    captions: dict[str, str] = {}
     if (root / "metadata.jsonl").is_file():
-        for line in (root / "metadata.jsonl").read_text().splitlines():
-            if line.strip():
-                row = json.loads(line)
-                captions[row["file_name"]] = row.get("text", "")
-    elif (root / "metadata.csv").is_file():
-        with open(root / "metadata.csv", newline="") as f:
-            captions = {row["file_name"]: row.get("text", "") for row in csv.DictReader(f)}
-    return captions
+        return {row["file_name"]: str(row.get("text", "")) for row in read_metadata(root / "metadata.jsonl", "file_name")}
+    if (root / "metadata.csv").is_file():
+        with open(root / "metadata.csv", newline="", errors="replace") as f:
+            reader = csv.DictReader(f)
+            if "file_name" not in (reader.fieldnames or []):
+                raise UserError(f"{root / 'metadata.csv'}: needs a file_name column (and text), got {reader.fieldnames}")
+            return {row["file_name"]: row.get("text") or "" for row in reader}
+    return {}
 
 
 def caption_for(path: Path, root: Path, captions: dict[str, str]) -> str:
@@ -79,7 +86,7 @@ def caption_for(path: Path, root: Path, captions: dict[str, str]) -> str:
 
 def load_photo(path: Path) -> Image.Image:
     """An RGB photo with its EXIF orientation applied; raises DECODE_ERRORS when unreadable."""
-    with Image.open(path) as image:
+    with open_image(path) as image:
         image.load()
         return to_rgb(ImageOps.exif_transpose(image))
 
@@ -153,9 +160,12 @@ def prepare_poses(input_dir: str | Path, output_dir: str | Path, *, pose_filter:
     from tqdm.auto import tqdm
 
     root, out = Path(input_dir).resolve(), Path(output_dir)
+    photos = {stem_of(p, root): p for p in list_image_files(root, key="input_dir")}
+    if not photos:
+        raise UserError(f"input_dir {root} holds no images ({', '.join(sorted(IMAGE_EXTENSIONS))}, searched "
+                        "recursively): nothing to prepare")
     for sub in ("images", "conditioning", "keypoints"):
         (out / sub).mkdir(parents=True, exist_ok=True)
-    photos = {stem_of(p, root): p for p in list_image_files(root)}
     todo = [(str(p), s, str(out)) for s, p in photos.items() if not (out / "keypoints" / f"{s}.json").is_file()]
     unreadable = []
     if todo:

@@ -49,6 +49,24 @@ def _list(presets: dict) -> None:
         print(f"{name:10s} {p.region:8s} priority {p.priority}  {p.description}{inner}")
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to whatever sys.stderr is when a message comes (never a stream that has since been closed)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+def _log_to_stderr(logger: logging.Logger) -> None:
+    """The prompts' warnings (terms dropped to fit the token budget) as `WARNING: ...` lines, set up once; the
+    global logging configuration is left alone."""
+    if not any(isinstance(h, _Stderr) for h in logger.handlers):
+        handler = _Stderr(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     """Compose the prompts, count their tokens and print them."""
@@ -56,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     from toolkit.prompts.presets import available, load_presets
     from toolkit.prompts.tokenizer import load_tokenizer
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    _log_to_stderr(logging.getLogger("toolkit.prompts"))
     cfg = parse_config(PromptsConfig, argv, description=__doc__.splitlines()[0])
     extra = load_presets(cfg.presets_file) if cfg.presets_file else None
     if cfg.list_presets:

@@ -13,9 +13,15 @@ import re
 import shutil
 from pathlib import Path
 
+from safetensors import SafetensorError
+
 from toolkit.errors import UserError
+from toolkit.training.distributed import any_process
 
 STATE_FILE = "trainer_state.json"
+# What a failed write raises: a full disk, a quota or a lost mount (torch.save reports them as RuntimeError,
+# safetensors as SafetensorError).
+WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -56,10 +62,17 @@ def save_checkpoint(accelerator, root: str | Path, step: int, state: dict, *, to
     if accelerator.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    error = None
+    try:
+        accelerator.save_state(str(tmp))
+        if accelerator.is_main_process:
+            (tmp / STATE_FILE).write_text(json.dumps({"global_step": step, **state}, indent=2))
+            _fsync_tree(tmp)
+    except WRITE_ERRORS as e:
+        error = f"{type(e).__name__}: {e}"
+    if any_process(accelerator, error is not None):  # every process gives the checkpoint up, none waits for it
+        _give_up(accelerator, root, tmp, step, error)
     if accelerator.is_main_process:
-        (tmp / STATE_FILE).write_text(json.dumps({"global_step": step, **state}, indent=2))
-        _fsync_tree(tmp)
         if final.exists():  # re-saving the same step (e.g. after a resume): move the old one aside first
             old = root / f".checkpoint-{step}.old"
             shutil.rmtree(old, ignore_errors=True)
@@ -71,6 +84,16 @@ def save_checkpoint(accelerator, root: str | Path, step: int, state: dict, *, to
         _rotate(root, total_limit)
     accelerator.wait_for_everyone()
     return final
+
+
+def _give_up(accelerator, root: Path, tmp: Path, step: int, error: str | None) -> None:
+    """Remove a checkpoint whose write failed on some process and stop with a message naming the one still latest."""
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    kept = list_checkpoints(root)
+    raise UserError(f"could not write checkpoint-{step} in {root} ({error or 'failed on another process'}); "
+                    f"nothing of it was kept, and the latest complete checkpoint is still "
+                    f"{kept[-1] if kept else 'none'}. Free space and resume with --resume_from_checkpoint latest")
 
 
 def _rotate(root: Path, total_limit: int | None) -> None:

@@ -56,6 +56,9 @@ class TrainingConfig:
     adam_weight_decay: float = option(1e-2, "AdamW weight decay")
     adam_epsilon: float = option(1e-8, "AdamW epsilon")
     max_grad_norm: float = option(1.0, "gradient clipping norm (0 disables clipping)")
+    max_nan_steps: int = option(
+        5, "a step whose loss is NaN or inf makes no update and is counted; this many in a row stop the run, "
+           "naming the last good checkpoint (1: stop at the first)")
     seed: int = option(0, "seed of every random draw: the same seed gives the same run")
     mixed_precision: Literal["auto", "no", "fp16", "bf16"] = option(
         "auto", "auto: bf16 on CPUs with native bf16, bf16/fp16 on CUDA; the choice is printed with its reason")
@@ -94,7 +97,7 @@ class TrainingConfig:
     # Integer options that must be >= 1 (always, or when given); subclasses extend these tuples.
     POSITIVE: ClassVar[tuple[str, ...]] = (
         "resolution", "train_batch_size", "gradient_accumulation_steps", "validation_steps", "num_validation_images",
-        "checkpointing_steps")
+        "checkpointing_steps", "max_nan_steps")
     POSITIVE_WHEN_GIVEN: ClassVar[tuple[str, ...]] = (
         "max_train_steps", "num_epochs", "max_train_samples", "checkpoints_total_limit", "num_cpu_threads", "eval_steps",
         "num_evals")

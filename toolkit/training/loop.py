@@ -11,8 +11,7 @@ checkpoint and validation schedule with atomic checkpoints, and the run report.
 from __future__ import annotations
 
 import abc
-import contextlib
-import math
+import signal
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,9 +28,11 @@ from toolkit.config import save_yaml
 from toolkit.errors import UserError
 from toolkit.hub import CardInfo, build_model_card, publish
 from toolkit.training.budget import TimeBudget
-from toolkit.training.checkpoints import keep_only, resolve_resume, save_checkpoint
+from toolkit.training.checkpoints import keep_only, save_checkpoint
 from toolkit.training.config import TrainingConfig
+from toolkit.training.distributed import any_process
 from toolkit.training.evaluation import InLoopKID
+from toolkit.training.interrupts import StopRequest, one_run_per_folder
 from toolkit.training.planning import apply_plan, out_of_time, plan_if_due
 from toolkit.training.report import (
     RunSummary,
@@ -45,12 +46,10 @@ from toolkit.training.runs import (
     make_accelerator,
     maybe_resume,
     register_checkpoint_hooks,
-    step_generator,
 )
+from toolkit.training.steps import NonFiniteSteps, TrainingDiverged, optimizer_step, step_logs
 
-
-class TrainingDiverged(UserError):
-    """The loss became NaN or infinite."""
+__all__ = ["Phase", "StepBatch", "Trainer", "TrainingDiverged", "build", "optimizer_step", "run", "train"]
 
 
 @dataclass
@@ -177,64 +176,31 @@ class Trainer(abc.ABC):
         return path
 
 
-def optimizer_step(trainer: Trainer, step: int, batch: StepBatch) -> dict[str, tuple[float, float]]:
-    """One optimiser step of every phase due at `step`, over the batch's micro-batches; returns
-    {phase: (loss, grad norm)}."""
-    generator = step_generator(trainer.cfg.seed, step, trainer.accelerator)
-    return {phase.name: _phase_step(trainer, phase, step, batch, generator)
-            for phase in trainer.phases if step % phase.every == 0}
+@dataclass
+class _Session:
+    """What one training session carries besides the trainer: its summary, in-loop KID, time budget, stop request
+    and NaN/inf count."""
+
+    trainer: Trainer
+    summary: RunSummary
+    evaluator: InLoopKID | None
+    budget: TimeBudget | None
+    stop: StopRequest
+    nonfinite: NonFiniteSteps
+
+    def state(self) -> dict:
+        """What a checkpoint keeps besides the weights: loss history, training time, skipped steps, evaluations,
+        the time budget's plan, the trainer's own."""
+        s = self.summary
+        return {"loss": s.smoothed_loss, "loss_history": s.loss_history,
+                "train_seconds": s.prior_train_seconds + s.train_seconds, "skipped_steps": self.nonfinite.skipped,
+                **(self.evaluator.state() if self.evaluator else {}), **(self.budget.state() if self.budget else {}),
+                **self.trainer.state()}
 
 
-def _phase_step(trainer: Trainer, phase: Phase, step: int, batch: StepBatch,
-                generator: torch.Generator) -> tuple[float, float]:
-    """Accumulate the phase's loss over the micro-batches, stop on NaN/inf, clip, step; (loss, grad norm)."""
-    acc, rounds, total = trainer.accelerator, len(batch.micro_batches), 0.0
-    phase.optimizer.zero_grad(set_to_none=True)  # drop gradients another phase's loss left on these params
-    for i, micro in enumerate(batch.micro_batches):
-        with contextlib.ExitStack() as syncing:
-            if i < rounds - 1:  # all-reduce gradients only on the last round
-                for module in phase.modules:
-                    syncing.enter_context(acc.no_sync(module))
-            loss = trainer.loss(phase, micro, generator) / rounds
-            acc.backward(loss)
-        total += loss.item()
-    if not math.isfinite(total):
-        kept = resolve_resume(trainer.out / "checkpoints", "latest")
-        raise TrainingDiverged(
-            f"loss became {total} at step {step + 1}: stopped without saving this step. Last good checkpoint: "
-            f"{kept or 'none yet'}. Try a lower --learning_rate, --max_grad_norm 1, or --mixed_precision no.")
-    max_norm = phase.max_grad_norm if phase.max_grad_norm is not None else trainer.cfg.max_grad_norm
-    grad_norm = acc.clip_grad_norm_(phase.params, max_norm or float("inf"))
-    phase.optimizer.step()
-    phase.lr_scheduler.step()
-    phase.optimizer.zero_grad(set_to_none=True)
-    if phase.ema is not None:
-        phase.ema.step(phase.params)
-    return total, float(grad_norm)
-
-
-def _step_logs(trainer: Trainer, results: dict[str, tuple[float, float]]) -> dict[str, float]:
-    """Scalars of one step: loss, lr and grad norm, prefixed by the phase name when there are several phases."""
-    logs = {}
-    for phase in (p for p in trainer.phases if p.name in results):
-        prefix = f"{phase.name}/" if len(trainer.phases) > 1 else ""
-        loss, grad_norm = results[phase.name]
-        logs |= {f"{prefix}loss": loss, f"{prefix}lr": phase.lr_scheduler.get_last_lr()[0],
-                 f"{prefix}grad_norm": grad_norm}
-    return logs
-
-
-def _state(trainer: Trainer, summary: RunSummary, evaluator: InLoopKID | None, budget: TimeBudget | None) -> dict:
-    """What a checkpoint keeps besides the weights: loss history, training time, evaluations, the time budget's
-    plan, the trainer's own."""
-    return {"loss": summary.smoothed_loss, "loss_history": summary.loss_history,
-            "train_seconds": summary.prior_train_seconds + summary.train_seconds,
-            **(evaluator.state() if evaluator else {}), **(budget.state() if budget else {}), **trainer.state()}
-
-
-def _evaluate(trainer: Trainer, evaluator: InLoopKID, step: int, summary: RunSummary,
-              budget: TimeBudget | None) -> None:
+def _evaluate(run: _Session, step: int) -> None:
     """KID on the main process, shared with the others (so their checkpoints agree); log it; keep the best."""
+    trainer, evaluator, summary = run.trainer, run.evaluator, run.summary
     acc = trainer.accelerator
     seconds = summary.prior_train_seconds + summary.train_seconds
     point = None
@@ -255,7 +221,7 @@ def _evaluate(trainer: Trainer, evaluator: InLoopKID, step: int, summary: RunSum
     acc.print(f"step {step}: KID x 1000 = {1000 * point['kid']:.2f} ± {1000 * point['kid_std']:.2f} "
               f"({point['seconds']:.0f} s)")
     if evaluator.improved(point) and trainer.cfg.keep_best_checkpoint:
-        best = save_checkpoint(acc, evaluator.best_root, step, _state(trainer, summary, evaluator, budget), total_limit=None)
+        best = save_checkpoint(acc, evaluator.best_root, step, run.state(), total_limit=None)
         if acc.is_main_process:
             keep_only(evaluator.best_root, best.name)
 
@@ -268,28 +234,56 @@ def _progress(trainer: Trainer, summary: RunSummary, kind: str, step: int, **val
                                       "loss": summary.smoothed_loss, **values})
 
 
-def _after_step(trainer: Trainer, step: int, summary: RunSummary, evaluator: InLoopKID | None,
-                budget: TimeBudget | None, *, last: bool) -> None:
-    """Evaluate, checkpoint and validate when due; `last`: the run ends at this step."""
+def _after_step(run: _Session, step: int, *, last: bool, evaluate: bool = True) -> None:
+    """Evaluate, checkpoint and validate when due; `last`: the run ends at this step; `evaluate=False`: it stops
+    on a signal, so only an evaluation that was due anyway (its history stays an uninterrupted run's) and the
+    checkpoint are made."""
+    trainer = run.trainer
     cfg, acc = trainer.cfg, trainer.accelerator
-    if evaluator is not None and (evaluator.due(step) or last):
-        _evaluate(trainer, evaluator, step, summary, budget)
+    if run.evaluator is not None and (run.evaluator.due(step) or (last and evaluate)):
+        _evaluate(run, step)
     if step % cfg.checkpointing_steps == 0 or last:
-        save_checkpoint(acc, trainer.out / "checkpoints", step, _state(trainer, summary, evaluator, budget),
-                        total_limit=cfg.checkpoints_total_limit)
-        _progress(trainer, summary, "checkpoint", step)
+        save_checkpoint(acc, trainer.out / "checkpoints", step, run.state(), total_limit=cfg.checkpoints_total_limit)
+        _progress(trainer, run.summary, "checkpoint", step)
     if step % cfg.validation_steps == 0 and not last and acc.is_main_process:
-        trainer.validate(step)
+        _validate(trainer, step)
 
 
-def _loop(trainer: Trainer, step: int, summary: RunSummary, evaluator: InLoopKID | None,
-          budget: TimeBudget | None) -> None:
-    """Train from `step` to the end (or the time budget): step, log, plan, evaluate, checkpoint and validate. A
-    fresh run makes at least one step whatever its budget, so that it leaves a checkpoint."""
+def _validate(trainer: Trainer, step: int, name: str | None = None) -> str:
+    """Validate, but let a validation that runs out of memory cost only its grid, never the run; returns the
+    grid's path ('' when skipped)."""
+    try:
+        return str(trainer.validate(step, name))
+    except (torch.cuda.OutOfMemoryError, MemoryError):
+        pass
+    if torch.cuda.is_available():  # after the except block, which held the failed frames' tensors
+        torch.cuda.empty_cache()
+    print(f"warning: validation at step {step} ran out of memory and was skipped; training goes on (lower "
+          "--num_validation_images)")
+    return ""
+
+
+def _budget_check(run: _Session, step: int, seconds: float) -> tuple[bool, bool]:
+    """Record the step's time against the budget, planning the run when due; (stop now, the plan changed)."""
+    trainer, budget = run.trainer, run.budget
+    if budget is None:
+        return False, False
+    budget.record(seconds)
+    planned = plan_if_due(trainer, budget, step, run.summary.steps_done)
+    stop = step < trainer.total_steps and out_of_time(
+        trainer, budget, step, evals_done=len(run.evaluator.history) if run.evaluator else 0)
+    run.summary.stopped_by_budget = stop
+    return stop, planned
+
+
+def _loop(run: _Session, step: int) -> None:
+    """Train from `step` to the end, the time budget or a stop signal: step, log, plan, evaluate, checkpoint and
+    validate. A fresh run makes at least one step whatever its budget, so that it leaves a checkpoint."""
+    trainer, summary = run.trainer, run.summary
     acc = trainer.accelerator
     if trainer.phases[0].every != 1:
         raise ValueError(f"{type(trainer).__name__}: the first phase's loss is the run's loss, so it runs every step")
-    if budget is not None and step and out_of_time(trainer, budget, step):  # resumed with its budget spent
+    if run.budget is not None and step and out_of_time(trainer, run.budget, step):  # resumed with its budget spent
         summary.stopped_by_budget = True
         return
     bar = tqdm(total=trainer.total_steps, initial=step, desc="training", disable=not acc.is_local_main_process)
@@ -302,55 +296,65 @@ def _loop(trainer: Trainer, step: int, summary: RunSummary, evaluator: InLoopKID
         results = optimizer_step(trainer, step, batch)
         step += 1
         seconds = time.perf_counter() - tick
-        loss = results[trainer.phases[0].name][0]
-        summary.add_step(loss, seconds, batch.examples)
-        acc.log(_step_logs(trainer, results) | {"img_per_s": summary.last_rate, **batch.logs}, step=step)
+        run.nonfinite.record(step, results)  # a skipped step counts; too many in a row stop the run
+        summary.add_step(results[trainer.phases[0].name][0], seconds, batch.examples)
+        acc.log(step_logs(trainer, results) | {"img_per_s": summary.last_rate, **batch.logs}, step=step)
         bar.update(1)
         bar.set_postfix(loss=f"{summary.smoothed_loss:.4f}", img_s=rate(summary.last_rate))
-        stop = False
-        if budget is not None:
-            budget.record(seconds)
-            if plan_if_due(trainer, budget, step, summary.steps_done):
-                batches, bar.total, summary.total_steps = trainer.batches(step), trainer.total_steps, trainer.total_steps
-            stop = step < trainer.total_steps and out_of_time(
-                trainer, budget, step, evals_done=len(evaluator.history) if evaluator else 0)
-            summary.stopped_by_budget = stop
-        _after_step(trainer, step, summary, evaluator, budget, last=stop or step == trainer.total_steps)
-        if stop:
+        stop, replanned = _budget_check(run, step, seconds)
+        if replanned:
+            batches, bar.total, summary.total_steps = trainer.batches(step), trainer.total_steps, trainer.total_steps
+        signalled = any_process(acc, run.stop.signum is not None)  # every process stops at the same step
+        _after_step(run, step, last=stop or signalled or step == trainer.total_steps, evaluate=not signalled)
+        if signalled:
+            summary.interrupted_by = run.stop.name or "a signal to another process"
+        if stop or signalled:
             break
     bar.close()
 
 
+def _start(trainer: Trainer, precision_reason: str) -> tuple[int, dict, RunSummary]:
+    """Resume or start: (first step, checkpoint state, the session's summary); the config is written after the
+    resume check, so a refused run leaves the folder as it was."""
+    cfg, acc, out = trainer.cfg, trainer.accelerator, trainer.out
+    step, resumed_from, state = maybe_resume(acc, out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
+    save_yaml(cfg, out / "config.yaml")
+    if acc.is_main_process:  # an earlier run's progress is not this one's; a resumed run's ends at its checkpoint
+        restart_progress(out, step, state)
+    init_trackers(acc, trainer.name, cfg)
+    trainer.load_state(state)
+    summary = trainer.summary_class(
+        output_dir=str(out), total_steps=trainer.total_steps, start_step=step, data=trainer.data_name,
+        resumed_from=resumed_from, loss_history=list(state.get("loss_history", [])),
+        prior_train_seconds=float(state.get("train_seconds", 0.0)),
+        mixed_precision=f"{acc.mixed_precision} ({precision_reason})")
+    return step, state, summary
+
+
 def train(trainer: Trainer, precision_reason: str = "") -> RunSummary:
-    """Run `trainer` from a fresh start or its latest checkpoint to the end, save its outputs and the report."""
+    """Run `trainer` from a fresh start or its latest checkpoint to the end (or to a stop signal, after which only
+    the checkpoint is written), save its outputs and the report."""
     cfg, acc, out = trainer.cfg, trainer.accelerator, trainer.out
     try:
-        step, resumed_from, state = maybe_resume(acc, out, cfg.resume_from_checkpoint, cfg.overwrite_output_dir)
-        save_yaml(cfg, out / "config.yaml")  # after the resume check: a refused run leaves the folder as it was
-        if acc.is_main_process:  # an earlier run's progress is not this one's; a resumed run's ends at its checkpoint
-            restart_progress(out, step, state)
-        init_trackers(acc, trainer.name, cfg)
-        trainer.load_state(state)
+        step, state, summary = _start(trainer, precision_reason)
         evaluator = InLoopKID(trainer) if cfg.evaluates else None
         if evaluator is not None:
             evaluator.restore(state)
-        summary = trainer.summary_class(
-            output_dir=str(out), total_steps=trainer.total_steps, start_step=step, data=trainer.data_name,
-            resumed_from=resumed_from, loss_history=list(state.get("loss_history", [])),
-            prior_train_seconds=float(state.get("train_seconds", 0.0)),
-            mixed_precision=f"{acc.mixed_precision} ({precision_reason})")
         budget = TimeBudget.from_state(cfg.max_train_time, state) \
             if cfg.max_train_time or state.get("planned_steps") else None
         if state.get("planned_steps") and trainer.plannable():  # a resumed run keeps its plan (and LR schedule)
             apply_plan(trainer, state["planned_steps"], step)
             summary.total_steps = trainer.total_steps
-        _loop(trainer, step, summary, evaluator, budget)
+        nonfinite = NonFiniteSteps(cfg.max_nan_steps, out / "checkpoints", skipped=int(state.get("skipped_steps", 0)))
+        with StopRequest() as stop:
+            _loop(_Session(trainer, summary, evaluator, budget, stop, nonfinite), step)
+        summary.skipped_steps = nonfinite.skipped
         if budget is not None:
             summary.time_budget = budget.summary(cfg.max_train_time)
         if evaluator is not None:
             summary.eval_history, summary.best_eval = evaluator.history, evaluator.best
-        if acc.is_main_process:  # one writer: the other processes are done once the last checkpoint is saved
-            summary.samples = str(trainer.validate(trainer.total_steps, name="final"))
+        if acc.is_main_process and not summary.interrupted_by:  # one writer, once the last checkpoint is saved
+            summary.samples = _validate(trainer, trainer.total_steps, name="final")
             trainer.save(summary)
     finally:
         acc.end_training()  # flush the trackers, also when the run stops on an error
@@ -371,14 +375,23 @@ def build(trainer_cls: type[Trainer], cfg: TrainingConfig) -> tuple[Trainer, str
 
 
 def run(trainer_cls: type[Trainer], cfg: TrainingConfig) -> int:
-    """What a training entry point does: build, train, print the summary, and publish (or stage) if asked."""
-    trainer, reason = build(trainer_cls, cfg)
-    summary = train(trainer, reason)
-    if trainer.accelerator.is_main_process:
-        print("\nrun finished:\n" + summary.table())
-        if cfg.push_to_hub or cfg.hub_dry_run:
-            card = build_model_card(trainer.model_card(summary))
-            print(publish(card, cfg.output_dir, trainer.upload_files, repo_id=cfg.hub_model_id,
-                          private=cfg.hub_private_repo, dry_run=cfg.hub_dry_run))
+    """What a training entry point does: hold the output folder, build, train, print the summary, and publish (or
+    stage) if asked; a run stopped by a signal says how to resume and exits with 128 + its number."""
+    with one_run_per_folder(cfg.output_dir):  # held until the upload is done too
+        trainer, reason = build(trainer_cls, cfg)
+        summary = train(trainer, reason)
+        main_process = trainer.accelerator.is_main_process
+        if summary.interrupted_by:
+            step = summary.start_step + summary.steps_done
+            if main_process:
+                print(f"\nstopped by {summary.interrupted_by} at step {step} of {summary.total_steps}:\n"
+                      f"{summary.table()}\ncheckpoint {Path(cfg.output_dir) / 'checkpoints' / f'checkpoint-{step}'} "
+                      "is written; to continue, run the same command with --resume_from_checkpoint latest")
+            return 128 + signal.Signals.__members__.get(summary.interrupted_by, signal.SIGTERM)
+        if main_process:
+            print("\nrun finished:\n" + summary.table())
+            if cfg.push_to_hub or cfg.hub_dry_run:
+                card = build_model_card(trainer.model_card(summary))
+                print(publish(card, cfg.output_dir, trainer.upload_files, repo_id=cfg.hub_model_id,
+                              private=cfg.hub_private_repo, dry_run=cfg.hub_dry_run))
     return 0
-

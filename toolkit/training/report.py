@@ -4,6 +4,7 @@ written as summary.json) and the loss plot."""
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -43,10 +44,15 @@ class RunSummary:
     time_budget: dict | None = None  # --max_train_time: {minutes, planned_steps, plan_step_seconds, step_seconds,
     #                                                       wall_seconds}
     stopped_by_budget: bool = False  # ended by --max_train_time before its last planned step
+    skipped_steps: int = 0  # steps with a NaN/inf loss that made no update, over the whole run
+    interrupted_by: str = ""  # the signal (SIGTERM, SIGINT) that stopped the run after a checkpoint
 
     def add_step(self, loss: float, seconds: float, images: int) -> None:
-        """Record one optimiser step; the loss is smoothed with an EMA of 0.9 (first step taken as is)."""
-        self.smoothed_loss = loss if self.steps_done == 0 else 0.9 * self.smoothed_loss + 0.1 * loss
+        """Record one optimiser step; the loss is smoothed with an EMA of 0.9 (the first finite loss taken as is; a
+        skipped step's NaN leaves it alone)."""
+        if math.isfinite(loss):
+            first = not math.isfinite(self.smoothed_loss)
+            self.smoothed_loss = loss if first else 0.9 * self.smoothed_loss + 0.1 * loss
         self.loss_history.append(round(loss, 6))
         self.steps_done += 1
         self.images_seen += images
@@ -70,6 +76,8 @@ class RunSummary:
             ("mixed precision", self.mixed_precision),
             ("data", self.data),
             ("skipped files", f"{len(self.skipped_files)}" + (f": {skipped}" if self.skipped_files else "")),
+            *([("skipped steps", f"{self.skipped_steps} with a NaN/inf loss (no update)")] if self.skipped_steps
+              else []),
             *self.eval_rows(),
             *self.output_rows(),
             ("checkpoints", str(out / "checkpoints")),
@@ -173,12 +181,16 @@ def plot_loss(losses: list[float], path: Path) -> None:
     matplotlib.use("Agg")  # no display needed
     import matplotlib.pyplot as plt
 
-    if not losses:
+    values = np.asarray(losses, dtype=np.float64)
+    finite = np.isfinite(values)
+    if not finite.any():
         return
-    window = max(1, len(losses) // 50)
-    smooth = np.convolve(losses, np.ones(window) / window, mode="valid")
+    window = max(1, len(values) // 50)
+    filled = values.copy()  # skipped (NaN) steps are gaps in the raw line and bridged in its moving average
+    filled[~finite] = np.interp(np.flatnonzero(~finite), np.flatnonzero(finite), values[finite])
+    smooth = np.convolve(filled, np.ones(window) / window, mode="valid")
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
-    ax.plot(losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="loss")
+    ax.plot(values, color="tab:blue", alpha=0.25, linewidth=0.8, label="loss")
     ax.plot(np.arange(len(smooth)) + window - 1, smooth, color="tab:blue", label=f"mean of {window}")
     ax.set(xlabel="step", ylabel="loss", yscale="log", title="training loss")
     ax.legend()
