@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sys.path.insert(1, str(ROOT))  # the toolkit from this checkout, installed or not (a GPU machine has it bare)
     output = Path(args.output).resolve()
-    if args.record:
+    if args.record is not None:
         record(Path(args.record), Path(args.docs))
         return
     if args.part:

@@ -26,7 +26,7 @@ from test_training_loop import ToyTrainer, run_toy, toy
 from toolkit.errors import UserError
 from toolkit.train_unet import main as train_unet
 from toolkit.training import checkpoints, loop
-from toolkit.training.checkpoints import list_checkpoints
+from toolkit.training.checkpoints import checkpoint_step, list_checkpoints
 from toolkit.training.interrupts import LOCK_FILE, RunLock, StopRequest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -125,7 +125,7 @@ def test_a_failed_checkpoint_write_keeps_the_previous_checkpoint(tmp_path, monke
 
 def _latest(out: Path) -> int:
     found = list_checkpoints(out / "checkpoints")
-    return int(found[-1].name.split("-")[1]) if found else 0
+    return checkpoint_step(found[-1]) if found else 0
 
 
 def _kill_at_random_moments(cmd: list[str], out: Path, kills: int, seed: int) -> list[str]:

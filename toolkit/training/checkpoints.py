@@ -25,6 +25,11 @@ WRITE_ERRORS = (OSError, RuntimeError, SafetensorError)
 _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
+def checkpoint_step(path: Path) -> int:
+    """The step of a `checkpoint-N` folder."""
+    return int(_NAME.match(path.name).group(1))
+
+
 def list_checkpoints(root: str | Path) -> list[Path]:
     """Complete checkpoints under `root`, oldest first."""
     root = Path(root)

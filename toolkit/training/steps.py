@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from toolkit.errors import UserError
-from toolkit.training.checkpoints import list_checkpoints
+from toolkit.training.checkpoints import checkpoint_step, list_checkpoints
 from toolkit.training.distributed import any_process
 from toolkit.training.runs import step_generator
 
@@ -87,11 +87,11 @@ class NonFiniteSteps:
     in_row: int = 0
     first: int = 0  # the first step of the current streak
 
-    def record(self, step: int, results: dict[str, tuple[float, float]]) -> bool:
-        """Count step `step` (1-based); True when it was skipped. Raises TrainingDiverged at the limit."""
+    def record(self, step: int, results: dict[str, tuple[float, float]]) -> None:
+        """Count step `step` (1-based) if it was skipped; raises TrainingDiverged at the limit."""
         if all(math.isfinite(loss) for loss, _ in results.values()):
             self.in_row = 0
-            return False
+            return
         self.skipped, self.in_row = self.skipped + 1, self.in_row + 1
         self.first = step if self.in_row == 1 else self.first
         if self.in_row >= self.limit:
@@ -100,10 +100,9 @@ class NonFiniteSteps:
                 f"loss became nan or inf {streak}: stopped. Last good checkpoint (before the first bad step): "
                 f"{self.last_good() or 'none yet'}. Try a lower --learning_rate, --max_grad_norm 1, or "
                 "--mixed_precision no.")
-        return True
 
     def last_good(self) -> Path | None:
         """The newest checkpoint written before the current streak began (a GAN's other phase went on training
         during it, so later ones are not clean)."""
-        found = [p for p in list_checkpoints(self.checkpoints) if int(p.name.split("-")[1]) < self.first]
+        found = [p for p in list_checkpoints(self.checkpoints) if checkpoint_step(p) < self.first]
         return found[-1] if found else None
