@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from toolkit.data.dataset import MicroBatches, augment, batch_indices, build_train_images
+from toolkit.data.augment import AugmentSettings
+from toolkit.data.dataset import Item, MicroBatches, augment_item, batch_indices, build_train_images
 from toolkit.data.sources import FolderSource, open_source
 from toolkit.errors import UserError
 from toolkit.images import list_image_files, to_rgb
@@ -90,8 +91,8 @@ def test_short_side_resize_keeps_aspect_for_random_crops(tmp_path):
     write_images(tmp_path, 1, size=(40, 20))
     images = build_train_images(FolderSource(list_image_files(tmp_path)), 10, center_crop=False, cache="always")
     assert images.get(0).shape == (3, 10, 20)
-    batch = augment([images.get(0)], 10, True, torch.Generator().manual_seed(0))
-    assert batch.shape == (1, 3, 10, 10) and batch.min() >= -1 and batch.max() <= 1
+    pixels, labels = augment_item(images.item(0), 10, AugmentSettings(flip_p=0.5), torch.Generator().manual_seed(0))
+    assert pixels.shape == (3, 10, 10) and pixels.dtype == torch.uint8 and labels.abs().sum() == 0
 
 
 def test_batch_indices_cover_each_epoch_and_are_deterministic():
@@ -107,18 +108,17 @@ def test_micro_batches_are_pure_functions_of_k_and_cache_independent(tmp_path):
     cached = build_train_images(FolderSource(files), 8, center_crop=True, cache="always")
     lazy = build_train_images(FolderSource(files), 8, center_crop=True, cache="never")
     assert lazy.cached is None
-    a, b = MicroBatches(cached, 3, seed=0, random_flip=True), MicroBatches(lazy, 3, seed=0, random_flip=True)
-    assert torch.equal(a[7][0], b[7][0]) and torch.equal(a[7][0], a[7][0])
-    assert not torch.equal(a[7][0], a[8][0])
+    a, b = MicroBatches(cached, 3, seed=0, settings=AugmentSettings(flip_p=0.5)), MicroBatches(lazy, 3, seed=0, settings=AugmentSettings(flip_p=0.5))
+    assert torch.equal(a[7][0].pixels, b[7][0].pixels) and torch.equal(a[7][0].pixels, a[7][0].pixels)
+    assert not torch.equal(a[7][0].pixels, a[8][0].pixels)
 
 
 def test_flip_mirrors_pixels():
     img = torch.arange(3 * 2 * 2, dtype=torch.uint8).reshape(3, 2, 2)  # square: no crop, only the flip varies
-    plain = img.float().div(127.5).sub(1)[None]
-    outs = [augment([img], 2, True, torch.Generator().manual_seed(s)) for s in range(20)]
-    assert all(torch.equal(o, plain) or torch.equal(o, plain.flip(-1)) for o in outs)
-    assert any(torch.equal(o, plain.flip(-1)) for o in outs) and any(torch.equal(o, plain) for o in outs)
-    assert torch.equal(augment([img], 2, False, torch.Generator().manual_seed(0)), plain)
+    outs = [augment_item(Item(img), 2, AugmentSettings(flip_p=0.5), torch.Generator().manual_seed(s))[0] for s in range(20)]
+    assert all(torch.equal(o, img) or torch.equal(o, img.flip(-1)) for o in outs)
+    assert any(torch.equal(o, img.flip(-1)) for o in outs) and any(torch.equal(o, img) for o in outs)
+    assert torch.equal(augment_item(Item(img), 2, AugmentSettings(), torch.Generator().manual_seed(0))[0], img)
 
 
 def test_dataset_name_local_imagefolder_and_saved_dataset(tmp_path):

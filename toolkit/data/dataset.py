@@ -13,10 +13,12 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
+from toolkit.data.augment import AugmentSettings, Draw, apply, draw, settings_of
 from toolkit.data.sources import FiguresSource, ImageSource, open_source
 from toolkit.errors import UserError
 from toolkit.images import DECODE_ERRORS, Crop, apply_crop, plan_crop
 from toolkit.pose.conditioning import crop_pose, draw_map, resize_pose
+from toolkit.pose.keypoints import Pose
 from toolkit.training.config import ScratchImageConfig
 from toolkit.training.loop import StepBatch
 
@@ -29,6 +31,29 @@ def to_tensor(image: Image.Image | np.ndarray) -> torch.Tensor:
 
 
 @dataclass
+class Item:
+    """A decoded training item: uint8 (3, H, W), or (6, H, W) with its pose map, and the keypoints the map was drawn
+    from (on the item's canvas, for augmentation to move and redraw) with their joint threshold."""
+
+    pixels: torch.Tensor
+    pose: Pose | None = None
+    threshold: float = 0.0
+
+
+@dataclass
+class MicroBatch:
+    """What the trainers get per micro-batch: pixels float (B, 3 or 6, R, R) in [-1, 1] and the augmentation labels
+    (B, NUM_LABELS), zeros for samples left as they were."""
+
+    pixels: torch.Tensor
+    labels: torch.Tensor
+
+    def to(self, device) -> MicroBatch:
+        """Both tensors on `device`."""
+        return MicroBatch(self.pixels.to(device), self.labels.to(device))
+
+
+@dataclass
 class TrainImages:
     """Decoded training images at one resolution; `skipped` lists files that could not be read."""
 
@@ -36,39 +61,41 @@ class TrainImages:
     resolution: int
     center_crop: bool
     with_conditioning: bool = False  # items are then (6, H, W): the image and its pose map, cropped alike
-    cached: list[torch.Tensor] | None = None  # uint8 (3 or 6, H, W) per good image, when kept in memory
+    cached: list[Item] | None = None  # per good image, when kept in memory
     good: list[int] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.good)
 
-    def decode(self, index: int) -> torch.Tensor:
-        """uint8 (3, H, W), or (6, H, W) with the pose map, short side at `resolution`; raises DECODE_ERRORS."""
+    def decode(self, index: int) -> Item:
+        """uint8 (3, H, W), or (6, H, W) with the pose map, short side at `resolution`, and the keypoints on that
+        canvas when the source has them; raises DECODE_ERRORS."""
         image = self.source.load(index)
         crop = plan_crop(image.size, self.resolution, square=self.center_crop)
         tensor = to_tensor(apply_crop(image, crop))
         if not self.with_conditioning:
-            return tensor
-        return torch.cat([tensor, to_tensor(self._pose_map(index, image.size, crop))])  # (6, H, W)
-
-    def _pose_map(self, index: int, size: tuple[int, int], crop: Crop) -> np.ndarray | Image.Image:
-        """The item's pose map under `crop`: drawn from its keypoints when it has them, else its map image."""
+            return Item(tensor)
         pose = self.source.keypoints(index)
         if pose is not None:  # sticks as thick as at the training resolution, also on a wider random-crop canvas
-            return draw_map(crop_pose(resize_pose(pose, size), crop), resolution=self.resolution,
-                            threshold=self.source.joint_threshold(index))
+            pose, threshold = crop_pose(resize_pose(pose, image.size), crop), self.source.joint_threshold(index)
+            drawn = draw_map(pose, resolution=self.resolution, threshold=threshold)
+            return Item(torch.cat([tensor, to_tensor(drawn)]), pose, threshold)  # (6, H, W)
         given = self.source.load_conditioning(index)
-        if given.size != size:
-            given = given.resize(size, Image.Resampling.BILINEAR)
-        return apply_crop(given, crop)
+        if given.size != image.size:
+            given = given.resize(image.size, Image.Resampling.BILINEAR)
+        return Item(torch.cat([tensor, to_tensor(apply_crop(given, crop))]))
+
+    def item(self, i: int) -> Item:
+        """The i-th good item."""
+        return self.cached[i] if self.cached is not None else self.decode(self.good[i])
 
     def get(self, i: int) -> torch.Tensor:
         """The i-th good image as uint8 (3, H, W), or (6, H, W) with its pose map."""
-        return self.cached[i] if self.cached is not None else self.decode(self.good[i])
+        return self.item(i).pixels
 
 
-def _decode_or_none(images: TrainImages, index: int) -> torch.Tensor | None:
+def _decode_or_none(images: TrainImages, index: int) -> Item | None:
     try:
         return images.decode(index)
     except DECODE_ERRORS:
@@ -88,17 +115,17 @@ def build_train_images(source: ImageSource, resolution: int, *, center_crop: boo
     if isinstance(source, FiguresSource) and not keep:  # rendered on the fly, and never unreadable: an endless set
         images.good = list(range(count))
         return images
-    decoded: list[torch.Tensor] = []
+    decoded: list[Item] = []
     with ThreadPoolExecutor() as pool:  # PIL releases the GIL while decoding and resizing
         results = pool.map(lambda i: _decode_or_none(images, i), range(count))
-        for index, tensor in enumerate(tqdm(results, total=count, desc=f"decoding images at {resolution}px",
-                                            leave=False)):
-            if tensor is None:
+        for index, item in enumerate(tqdm(results, total=count, desc=f"decoding images at {resolution}px",
+                                          leave=False)):
+            if item is None:
                 images.skipped.append(source.name(index))
                 continue
             images.good.append(index)
             if keep:
-                decoded.append(tensor)
+                decoded.append(item)
     if not images.good:
         raise UserError(f"none of the {count} images could be read (first: {images.skipped[0]})")
     images.cached = decoded if keep else None
@@ -122,46 +149,48 @@ def batch_indices(num_items: int, batch_size: int, seed: int, batch_number: int)
     return out
 
 
-def augment(images: list[torch.Tensor], resolution: int, random_flip: bool, generator: torch.Generator) -> torch.Tensor:
-    """Random-crop each uint8 (C, H, W) to `resolution`, flip, and scale to [-1, 1]: float (B, C, R, R).
-
-    With C = 6 (image and pose map) both get the same crop; callers turn flips off then, because a mirrored
-    OpenPose map would swap the colours of left and right.
-    """
-    out = []
-    for img in images:
-        h, w = img.shape[1:]
-        top = int(torch.randint(0, h - resolution + 1, (1,), generator=generator))
-        left = int(torch.randint(0, w - resolution + 1, (1,), generator=generator))
-        img = img[:, top:top + resolution, left:left + resolution]
-        if random_flip and torch.rand((), generator=generator) < 0.5:
-            img = img.flip(-1)
-        out.append(img)
-    return torch.stack(out).float().div(127.5).sub(1.0)
+def augment_item(item: Item, resolution: int, settings: AugmentSettings,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random R x R crop of a decoded item, then its augmentation (see toolkit.data.augment): uint8 (C, R, R) and
+    its labels (NUM_LABELS,)."""
+    pixels, (h, w) = item.pixels, item.pixels.shape[1:]
+    top = int(torch.randint(0, h - resolution + 1, (1,), generator=generator))
+    left = int(torch.randint(0, w - resolution + 1, (1,), generator=generator))
+    pixels = pixels[:, top:top + resolution, left:left + resolution]
+    d = draw(settings, generator)
+    if d == Draw():
+        return pixels, d.labels()
+    pose = crop_pose(item.pose, Crop(1.0, (w, h), left, top, (resolution, resolution))) \
+        if item.pose is not None else None
+    maps = pixels[3:] if len(pixels) == 6 else None
+    image, moved, d = apply(pixels[:3], d, pose=pose, pose_map=maps, threshold=item.threshold, resolution=resolution)
+    return (torch.cat([image, moved]) if moved is not None else image), d.labels()
 
 
 class MicroBatches(torch.utils.data.Dataset):
     """Item k is micro-batch k: a pure function of (seed, k), so batches can be produced by workers and resumed."""
 
-    def __init__(self, images: TrainImages, batch_size: int, *, seed: int, random_flip: bool, shard=(0, 1)):
-        self.images, self.batch_size, self.seed, self.random_flip = images, batch_size, seed, random_flip
+    def __init__(self, images: TrainImages, batch_size: int, *, seed: int, settings: AugmentSettings, shard=(0, 1)):
+        self.images, self.batch_size, self.seed, self.settings = images, batch_size, seed, settings
         self.rank, self.world = shard
 
     def __len__(self) -> int:
         return 2**62  # endless: the training loop decides how many to draw
 
-    def __getitem__(self, k: int) -> tuple[torch.Tensor, list[str]]:
+    def __getitem__(self, k: int) -> tuple[MicroBatch, list[str]]:
         indices = batch_indices(len(self.images), self.batch_size * self.world, self.seed, k)
         indices = indices[self.rank::self.world]  # this process's share of the global batch
-        tensors, failed = [], []
+        items, failed = [], []
         for i in indices:
             try:
-                tensors.append(self.images.get(i))
+                items.append(self.images.item(i))
             except DECODE_ERRORS:  # only possible when not cached: substitute the first image
                 failed.append(self.images.source.name(self.images.good[i]))
-                tensors.append(self.images.get(0))
+                items.append(self.images.item(0))
         generator = torch.Generator().manual_seed(self.seed * 7_919 + k)
-        return augment(tensors, self.images.resolution, self.random_flip, generator), failed
+        out = [augment_item(item, self.images.resolution, self.settings, generator) for item in items]
+        pixels = torch.stack([p for p, _ in out]).float().div(127.5).sub(1.0)  # (B, C, R, R) in [-1, 1]
+        return MicroBatch(pixels, torch.stack([labels for _, labels in out])), failed
 
 
 def load_images(cfg: ScratchImageConfig, resolution: int) -> tuple[TrainImages, str]:
@@ -195,9 +224,9 @@ def step_batches(images: TrainImages, cfg: ScratchImageConfig, accelerator, *, b
                  steps: range, skipped: list[str], logs: dict | None = None) -> Iterator[StepBatch]:
     """The micro-batches of optimiser steps `steps` (a range within a stream of `batch_size` batches seeded by
     `seed`), decoded ahead by DataLoader workers when not cached, grouped per step; unreadable files go to
-    `skipped`. Random flips are off with pose maps: a mirrored OpenPose map swaps left and right."""
+    `skipped`."""
     accum, world = cfg.gradient_accumulation_steps, accelerator.num_processes
-    micro = MicroBatches(images, batch_size, seed=seed, random_flip=cfg.random_flip and not cfg.uses_pose_maps,
+    micro = MicroBatches(images, batch_size, seed=seed, settings=settings_of(cfg),
                          shard=(accelerator.process_index, world))
     workers = cfg.dataloader_num_workers if images.cached is None else 0
     loader = torch.utils.data.DataLoader(micro, batch_size=None, num_workers=workers,

@@ -31,13 +31,14 @@ class Stage:
                                            "the figures and the faces, docs/time_to_quality.md)",
                    "train_data_dir": "folder of images (searched recursively) or an imagefolder with metadata.jsonl; "
                                      "with pose maps, a prepare_poses / toolkit.figures folder",
-                   "random_flip": "random horizontal flip (off with pose maps: a mirrored map swaps left and right)",
+                   "random_flip": "random horizontal flip (pose maps are redrawn from the mirrored, left/right-swapped "
+                                 "keypoints)",
                    "learning_rate": "peak learning rate of AdamW (1e-3 suits the small preset; 1e-4 larger ones)",
                    "output_dir": "where the pipeline, samples, logs and checkpoints go",
                    "hub_model_id": "repository id, e.g. user/ddpm-portraits",
                    "conditioning": "pose: condition on OpenPose maps, concatenated to the UNet input as 3 channels "
                                    "(figures, or a prepare_poses / toolkit.figures folder, or "
-                                   "--conditioning_image_column); random flips are off"})
+                                   "--conditioning_image_column)"})
 class TrainUNetConfig(DiffusionConfig, ScratchImageConfig):
     """Options of `toolkit/train_unet.py`; names follow diffusers' train_unconditional.py where one exists."""
 
@@ -46,6 +47,10 @@ class TrainUNetConfig(DiffusionConfig, ScratchImageConfig):
         "small", "UNet2DModel size: tiny (tests), small (CPU), medium (25 M), ddpm (the diffusers example's)")
     model_config_name_or_path: str | None = option(None, "a UNet2DModel config.json (or folder) overriding the preset")
     dropout: float = option(0.0, "dropout in the UNet's resnet blocks")
+    augment_conditioning: bool = option(
+        True, "with zoom, rotation, shift or colour augmentation: tell the UNet what was applied (added to its time "
+              "embedding in training, zero when sampling) so samples are not augmented (EDM's non-leaking "
+              "augmentation); the saved UNet stays a stock one")
     ddpm_num_steps: int = option(1000, "diffusion steps of the training noise schedule")
     ddpm_beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = option(
         "linear", "beta schedule of the DDPMScheduler")

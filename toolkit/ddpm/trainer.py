@@ -14,18 +14,23 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 from diffusers import DDPMScheduler
+from safetensors.torch import load_file, save_file
 
-from toolkit.data.dataset import centre, load_images, step_batches, validation_maps
+from toolkit.data.augment import NUM_LABELS, settings_of
+from toolkit.data.dataset import MicroBatch, centre, load_images, step_batches, validation_maps
+from toolkit.ddpm.augment_labels import AugmentLabels, NoLabels
 from toolkit.ddpm.card import card_info
 from toolkit.ddpm.config import Stage, TrainUNetConfig
 from toolkit.ddpm.model import build_unet, check_resolution
 from toolkit.ddpm.outputs import DDPMSummary, load_unet, save_pipeline, save_unet
+from toolkit.errors import UserError
 from toolkit.hub import CardInfo
+from toolkit.metrics.lpips import load_lpips
 from toolkit.sampling import generate, make_grid, make_scheduler
 from toolkit.training.budget import PLAN_AFTER, backward_seconds
 from toolkit.training.evaluation import EVAL_SEED_OFFSET, spread
 from toolkit.training.loop import Phase, StepBatch, Trainer
-from toolkit.training.losses import diffusion_loss
+from toolkit.training.losses import StructureLoss, diffusion_loss
 from toolkit.training.report import RunSummary, log_images
 from toolkit.training.runs import (
     ema_weights,
@@ -44,6 +49,9 @@ def resolve_stages(cfg: TrainUNetConfig, num_images: int, world: int) -> list[St
     return [Stage(cfg.resolution, total_steps(cfg, num_images, world), cfg.train_batch_size)]
 
 
+AUGMENT_FILE = "augment_labels.safetensors"  # in checkpoints: the augmentation labels' map
+
+
 class DDPMTrainer(Trainer):
     """Trains a UNet2DModel per a TrainUNetConfig and saves a DDPMPipeline (PoseDDPMPipeline with pose maps)."""
 
@@ -60,8 +68,6 @@ class DDPMTrainer(Trainer):
         self.solver_steps = cfg.num_inference_steps
         self.resolution = self.images.resolution
         self.maps = validation_maps(self.images, min(cfg.num_validation_images, len(self.images)))
-        if cfg.random_flip and cfg.uses_pose_maps:
-            accelerator.print("random flips are off: a mirrored OpenPose map would swap left and right")
         self._build_model()
 
     def _build_model(self) -> None:
@@ -78,13 +84,22 @@ class DDPMTrainer(Trainer):
         self.noise_scheduler = DDPMScheduler(num_train_timesteps=cfg.ddpm_num_steps,
                                              beta_schedule=cfg.ddpm_beta_schedule,
                                              prediction_type=cfg.prediction_type or "epsilon")
-        optimizer = make_optimizer(list(unet.parameters()), cfg.adamw)
+        settings = settings_of(cfg)  # zoom, rotation, shift or colour: the UNet is told (flips need no label)
+        self.augment_labels = AugmentLabels(unet, NUM_LABELS) if settings.labelled and cfg.augment_conditioning \
+            else NoLabels()
+        extra = list(self.augment_labels.parameters()) if isinstance(self.augment_labels, AugmentLabels) else []
+        optimizer = make_optimizer(list(unet.parameters()) + extra, cfg.adamw)
         lr_scheduler = make_lr_scheduler(cfg, optimizer, self.total_steps, acc.num_processes)
-        self.ema = make_ema(cfg, unet)
+        self.ema = make_ema(cfg, unet)  # of the UNet only: sampling gives no labels
         self.unet, optimizer, lr_scheduler = acc.prepare(unet, optimizer, lr_scheduler)
+        self.augment_forward = acc.prepare(self.augment_labels) if extra else None  # its gradients all-reduced too
         if self.ema is not None:
             self.ema.to(acc.device)
-        self.phases = [Phase("unet", [self.unet], list(self.unet.parameters()), optimizer, lr_scheduler, self.ema)]
+        modules = [self.unet] + ([self.augment_forward] if extra else [])
+        self.phases = [Phase("unet", modules, list(self.unet.parameters()) + extra, optimizer, lr_scheduler,
+                             self.ema, ema_params=list(self.unet.parameters()))]
+        self.structure = StructureLoss(cfg.ssim_loss_weight, cfg.lpips_loss_weight,
+                                       load_lpips(cfg.lpips_net, device=acc.device) if cfg.lpips_loss_weight else None)
 
     def relative_step_cost(self, step: int) -> float:
         """A progressive run's mean step cost over its stages' steps, relative to the stage of the steps just timed
@@ -147,20 +162,21 @@ class DDPMTrainer(Trainer):
             self.maps = validation_maps(self.images, min(self.cfg.num_validation_images, len(self.images)))
         self.resolution = resolution
 
-    def loss(self, phase: Phase, micro_batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def loss(self, phase: Phase, micro_batch: MicroBatch, generator: torch.Generator) -> torch.Tensor:
         """The weighted diffusion loss of images (B, 3, R, R), or (B, 6, R, R) with pose maps, in [-1, 1]."""
         cfg = self.cfg
         batch = micro_batch.to(self.accelerator.device)
-        x0, maps = batch[:, :3], batch[:, 3:]  # images (B, 3, R, R); pose maps (B, 3 or 0, R, R)
+        x0, maps = batch.pixels[:, :3], batch.pixels[:, 3:]  # images (B, 3, R, R); pose maps (B, 3 or 0, R, R)
 
         def predict(noisy: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
             if cfg.conditioning == "pose":
                 noisy = torch.cat([noisy, maps], dim=1)  # (B, 6, R, R): the map rides along as input channels
-            return self.unet(noisy, timesteps).sample  # autocast applied by Accelerate's prepared forward
+            with self.augment_labels.given(batch.labels, self.augment_forward):  # told what augmentation did
+                return self.unet(noisy, timesteps).sample  # autocast applied by Accelerate's prepared forward
 
         return diffusion_loss(predict, self.noise_scheduler, x0, generator=generator, noise_offset=cfg.noise_offset,
                               snr_gamma=cfg.snr_gamma, edm_sigma_data=cfg.edm_sigma_data, pose_maps=maps,
-                              pose_loss_weight=cfg.pose_loss_weight)
+                              pose_loss_weight=cfg.pose_loss_weight, structure=self.structure)
 
     def _sample(self, count: int, maps: torch.Tensor | None, seed: int, batch_size: int = 16) -> np.ndarray:
         """`count` images (N, H, W, 3) uint8 with the EMA weights and the fast validation solver."""
@@ -203,11 +219,18 @@ class DDPMTrainer(Trainer):
 
     def save_weights(self, folder: Path) -> None:
         save_unet(self.accelerator.unwrap_model(self.unet), self.ema, folder)
+        if isinstance(self.augment_labels, AugmentLabels):
+            save_file(self.augment_labels.state_dict(), str(folder / AUGMENT_FILE))
 
     def load_weights(self, folder: Path) -> None:
         load_unet(self.accelerator.unwrap_model(self.unet), self.ema, folder)
         if self.ema is not None:
             self.ema.to(self.accelerator.device)
+        if isinstance(self.augment_labels, AugmentLabels):
+            if not (folder / AUGMENT_FILE).is_file():
+                raise UserError(f"{folder} was trained without augmentation labels: resume it with the augmentation "
+                                "options it was started with (or --no-augment_conditioning)")
+            self.augment_labels.load_state_dict(load_file(str(folder / AUGMENT_FILE)))
 
     def save(self, summary: RunSummary) -> None:
         """The pipeline, with the EMA weights, at the output folder."""

@@ -20,9 +20,10 @@ from toolkit.training.config import ScratchImageConfig
                    "learning_rate": "the generator's learning rate (AdamW, betas 0 / 0.99 as StyleGAN2's)",
                    "max_grad_norm": "gradient clipping norm of both networks (0: off, the usual GAN choice)",
                    "use_ema": "keep an EMA of the generator; used for validation, evaluation and the saved model",
-                   "random_flip": "random horizontal flip (off with pose maps: a mirrored map swaps left and right)",
+                   "random_flip": "random horizontal flip (pose maps are redrawn from the mirrored, left/right-swapped "
+                                 "keypoints)",
                    "conditioning": "pose: the OpenPose map enters the generator through an encoder at every scale "
-                                   "and is concatenated to the discriminator's input (pix2pix); random flips are off",
+                                   "and is concatenated to the discriminator's input (pix2pix)",
                    "output_dir": "where the generator, samples, logs and checkpoints go",
                    "hub_model_id": "repository id, e.g. user/gan-portraits"})
 class TrainGANConfig(ScratchImageConfig):
@@ -56,6 +57,10 @@ class TrainGANConfig(ScratchImageConfig):
         for key in ("r1_gamma", "gp_weight"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        given = [k for k in ("aug_scale_p", "aug_rotate_p", "aug_translate_p", "aug_color_p") if getattr(self, k)]
+        if given:  # the generator would learn to make augmented images: the GAN's own is DiffAugment, on D's input
+            raise ConfigError(f"{', '.join(given)}: train_gan.py has no augmentation labels, so its samples would "
+                              "come out augmented; use --diffaugment (only --random_flip is safe here)")
         if self.d_learning_rate is not None and self.d_learning_rate <= 0:
             raise ConfigError(f"d_learning_rate must be > 0 when given, got {self.d_learning_rate}")
         if not 0 < self.collapse_threshold < 1:

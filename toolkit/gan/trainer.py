@@ -14,7 +14,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from toolkit.data.dataset import centre, load_images, step_batches, validation_maps
+from toolkit.data.dataset import MicroBatch, centre, load_images, step_batches, validation_maps
 from toolkit.gan.augment import diff_augment
 from toolkit.gan.config import TrainGANConfig
 from toolkit.gan.losses import d_loss, g_loss, gradient_penalty, r1_penalty
@@ -89,9 +89,9 @@ class GANTrainer(Trainer):
         images, maps = diff_augment(images, self.cfg.augment_policy, generator=generator, pose_map=maps)
         return disc(images, maps)
 
-    def loss(self, phase: Phase, micro_batch: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def loss(self, phase: Phase, micro_batch: MicroBatch, generator: torch.Generator) -> torch.Tensor:
         """The discriminator's loss (with its penalties) or the generator's, on one micro-batch."""
-        batch = micro_batch.to(self.accelerator.device)
+        batch = micro_batch.pixels.to(self.accelerator.device)  # augmentation labels unused: D sees DiffAugment
         real, maps = batch[:, :3], (batch[:, 3:] if self.cfg.uses_pose_maps else None)  # (B, 3, R, R) each
         z = self._latents(real.shape[0], generator)
         with self.accelerator.autocast():

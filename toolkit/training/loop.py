@@ -67,6 +67,7 @@ class Phase:
     optimizer: torch.optim.Optimizer
     lr_scheduler: Any
     ema: Any = None  # a diffusers EMAModel of `params`; the trainer keeps it in its checkpoint weights
+    ema_params: list[torch.nn.Parameter] | None = None  # what the EMA averages when not all of `params`
     every: int = 1  # its LR schedule then counts ceil(total_steps / every) steps
     max_grad_norm: float | None = None  # None: --max_grad_norm
 

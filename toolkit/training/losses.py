@@ -4,6 +4,7 @@ that every diffusion trainer computes (pure functions)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -83,12 +84,61 @@ def pose_pixel_weights(pose_maps: torch.Tensor, size: tuple[int, int], weight: f
     return 1.0 + weight * limb_mask(pose_maps, size)
 
 
+def predicted_x0(scheduler, noisy: torch.Tensor, pred: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+    """The clean sample (B, C, H, W) that the model's output implies under its prediction type, in fp32."""
+    kind = scheduler.config.prediction_type
+    alpha_bar = scheduler.alphas_cumprod.to(noisy.device)[timesteps].float().view(-1, 1, 1, 1)
+    noisy, pred = noisy.float(), pred.float()
+    if kind == "epsilon":
+        return (noisy - (1 - alpha_bar).sqrt() * pred) / alpha_bar.sqrt()
+    if kind == "v_prediction":
+        return alpha_bar.sqrt() * noisy - (1 - alpha_bar).sqrt() * pred
+    if kind == "sample":
+        return pred
+    raise ValueError(f"unknown prediction_type {kind!r}")
+
+
+def ssim_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """1 - SSIM (pytorch-msssim, Gaussian window of 11, or the largest odd size that fits) of images (B, 3, H, W) in
+    [-1, 1]: (B,), 0 for identical images."""
+    from pytorch_msssim import ssim
+
+    window = min(11, min(x.shape[-2:]) - (1 - min(x.shape[-2:]) % 2))  # odd, at most the image
+    return 1 - ssim(x.float(), y.float(), data_range=2.0, size_average=False, win_size=window)
+
+
+@dataclass
+class StructureLoss:
+    """The auxiliary losses on the predicted clean image, weighted per sample toward low noise levels: SSIM and
+    LPIPS (`lpips`: a `toolkit.metrics.lpips.LPIPS`, frozen), each times its weight."""
+
+    ssim_weight: float = 0.0
+    lpips_weight: float = 0.0
+    lpips: torch.nn.Module | None = None
+
+    def __call__(self, x0_hat: torch.Tensor, x0: torch.Tensor, timestep_weights: torch.Tensor) -> torch.Tensor:
+        """mean_b(w_b x (ssim_weight x (1 - SSIM_b) + lpips_weight x LPIPS_b)), w_b the timestep weights (B,)."""
+        total = torch.zeros(x0.shape[0], device=x0.device)
+        if self.ssim_weight:
+            total = total + self.ssim_weight * ssim_distance(x0_hat, x0)
+        if self.lpips_weight:
+            total = total + self.lpips_weight * self.lpips(x0_hat.float(), x0.float())
+        return (total * timestep_weights).mean()
+
+
+def structure_weights(scheduler, timesteps: torch.Tensor) -> torch.Tensor:
+    """Per-sample weights (B,) of the structure losses: alpha_bar_t = SNR / (SNR + 1), near 1 at low noise, where the
+    predicted x0 is sharp enough to judge, and near 0 at high noise, where it is a blur whatever the model does."""
+    return scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
+
+
 def diffusion_loss(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], scheduler, x0: torch.Tensor, *,
                    generator: torch.Generator, noise_offset: float = 0.0, snr_gamma: float | None = None,
                    edm_sigma_data: float | None = None, pose_maps: torch.Tensor | None = None,
-                   pose_loss_weight: float = 0.0) -> torch.Tensor:
+                   pose_loss_weight: float = 0.0, structure: StructureLoss | None = None) -> torch.Tensor:
     """The denoising loss of clean samples x0 (B, C, H, W), pixels or latents: noise them at random timesteps, ask
-    `model(noisy, timesteps)` for the scheduler's prediction type, and take the (min-SNR or EDM, pose-)weighted MSE.
+    `model(noisy, timesteps)` for the scheduler's prediction type, and take the (min-SNR or EDM, pose-)weighted MSE,
+    plus the `structure` losses on the implied clean image (pixels only).
 
     Draws from `generator` in a fixed order (noise, then timesteps), so a seeded step is reproducible. `pose_maps`
     (B, 3, H', W') in [-1, 1] weight the loss inside the limbs by 1 + pose_loss_weight, pooled to x0's size.
@@ -96,8 +146,13 @@ def diffusion_loss(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], 
     noise = sample_noise(x0.shape, noise_offset, generator, x0.device)
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (x0.shape[0],), generator=generator)
     timesteps = timesteps.to(x0.device)
-    pred = model(scheduler.add_noise(x0, noise, timesteps), timesteps)
+    noisy = scheduler.add_noise(x0, noise, timesteps)
+    pred = model(noisy, timesteps)
     target = training_target(scheduler, x0, noise, timesteps)
     weights = pose_pixel_weights(pose_maps, x0.shape[-2:], pose_loss_weight) if pose_loss_weight else None
-    return weighted_mse(pred, target, snr_weights(scheduler, timesteps, snr_gamma, edm_sigma_data=edm_sigma_data),
+    loss = weighted_mse(pred, target, snr_weights(scheduler, timesteps, snr_gamma, edm_sigma_data=edm_sigma_data),
                         weights)
+    if structure is not None and (structure.ssim_weight or structure.lpips_weight):
+        loss = loss + structure(predicted_x0(scheduler, noisy, pred, timesteps), x0,
+                                structure_weights(scheduler, timesteps))
+    return loss

@@ -62,7 +62,7 @@ def _phase_step(trainer: Trainer, phase: Phase, batch: StepBatch, generator: tor
     phase.lr_scheduler.step()
     phase.optimizer.zero_grad(set_to_none=True)
     if phase.ema is not None:
-        phase.ema.step(phase.params)
+        phase.ema.step(phase.ema_params if phase.ema_params is not None else phase.params)
     return total, grad_norm
 
 
