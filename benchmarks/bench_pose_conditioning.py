@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-RUNS = {"a_unconditional": {}, "b_pose": {"conditioning": "pose"},
+RUNS = {"a_unconditional": {"conditioning": "none"}, "b_pose": {"conditioning": "pose"},
         "c_pose_weighted": {"conditioning": "pose", "pose_loss_weight": 4.0},
         "d_gan": {"trainer": "gan"}, "e_gan_pose": {"trainer": "gan", "conditioning": "pose"}}
 DEFAULT_RUNS = "a_unconditional,b_pose,c_pose_weighted"

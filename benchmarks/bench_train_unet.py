@@ -60,7 +60,7 @@ def full_loop(steps: int) -> dict:
     with tempfile.TemporaryDirectory() as out:
         cfg = from_dict(TrainUNetConfig, {"output_dir": out, "max_train_steps": steps, "validation_steps": 10**6,
                                           "checkpointing_steps": steps, "num_validation_images": 1,
-                                          "num_inference_steps": 1})
+                                          "num_inference_steps": 1, "resolution": 32, "conditioning": "none"})
         trainer, reason = build(DDPMTrainer, cfg)
         summary = train(trainer, reason)
     return {"loop_img_per_s": round(summary.images_per_second, 2), "steps": steps,
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> None:
                 steps = 1 if args.quick else (2 if preset == "ddpm" else 5)
                 train_rows.append(in_child({"kind": "bare", "preset": preset, "resolution": resolution,
                                             "precision": precision, "batch": 16, "steps": steps}))
-    loop = in_child({"kind": "loop", "steps": 3 if args.quick else 200})  # the no-argument defaults
+    loop = in_child({"kind": "loop", "steps": 3 if args.quick else 200})  # the defaults at 32 px, unconditional
     bare32 = in_child({"kind": "bare", "preset": "small", "resolution": 32, "precision": "bf16",
                        "batch": loop["batch"], "steps": 3 if args.quick else 40})
     loop |= {"bare_img_per_s": bare32["img_per_s"],

@@ -73,7 +73,7 @@ def part_unet(dry: bool) -> list[dict]:
             cfg = from_dict(TrainUNetConfig, {
                 "output_dir": out, "model_preset": preset, "resolution": 32 if dry else 64,
                 "train_batch_size": 2 if dry else 64, "mixed_precision": precision, "num_figures": 8 if dry else 512,
-                "report_to": "none", "max_train_steps": 1000})
+                "report_to": "none", "max_train_steps": 1000, "conditioning": "none"})  # as the peer: unconditional
             trainer, _ = build(DDPMTrainer, cfg)
             batches, sync = trainer.batches(0), torch.cuda.synchronize if torch.cuda.is_available() else (lambda: None)
             for step in range(3):  # warm-up: kernels chosen, the GradScaler settled
@@ -100,7 +100,8 @@ def part_e2e(dry: bool, output: Path) -> dict:
     sample from the saved pipeline; its final grid is copied to OUTPUT/e2e_final.png."""
     with tempfile.TemporaryDirectory() as tmp:  # the run folder stays out of OUTPUT, which travels back
         run = Path(tmp) / "run"
-        cmd = [sys.executable, "-m", "toolkit.train_unet", "--output_dir", str(run), "--mixed_precision", "fp16"]
+        cmd = [sys.executable, "-m", "toolkit.train_unet", "--output_dir", str(run), "--mixed_precision", "fp16",
+               "--conditioning", "none"]  # unconditional, so that stock DDPMPipeline samples it
         cmd += (["--model_preset", "tiny", "--num_figures", "32", "--max_train_time", "0.3", "--checkpointing_steps",
                  "3", "--num_validation_images", "2", "--num_inference_steps", "2"] if dry
                 else ["--max_train_time", "2", "--checkpointing_steps", "200"])

@@ -29,13 +29,14 @@ needs_inception = pytest.mark.skipif(not _have_inception(), reason="FID Inceptio
 
 
 def tiny_argv(output_dir, **overrides) -> list[str]:
-    """Command-line flags for a seconds-long run: tiny UNet, 16 px, a handful of synthetic figures, fp32 (an
-    override of None drops the flag)."""
+    """Command-line flags for a seconds-long run: tiny UNet, 16 px, a handful of synthetic figures, unconditional
+    (train_unet.py's default, auto, would condition on the figures' poses), fp32 (an override of None drops the
+    flag)."""
     flags = {
         "output_dir": str(output_dir), "model_preset": "tiny", "resolution": 16, "train_batch_size": 4,
         "num_figures": 12, "max_train_steps": 4, "validation_steps": 100, "checkpointing_steps": 100,
         "num_validation_images": 4, "num_inference_steps": 3, "mixed_precision": "no", "report_to": "none",
-        "num_cpu_threads": 2,
+        "num_cpu_threads": 2, "conditioning": "none",
     }
     flags.update(overrides)
     argv = []

@@ -18,14 +18,14 @@ def parse(argv):
 
 def test_defaults_are_valid():
     cfg = parse([])
-    assert cfg.model_preset == "small" and cfg.resolution == 32 and cfg.use_ema and cfg.stages == []
+    assert cfg.model_preset == "small" and cfg.resolution == 48 and cfg.use_ema and cfg.stages == []
 
 
 def test_recipe_then_flags_override(tmp_path):
     recipe = tmp_path / "r.yaml"
     recipe.write_text("resolution: 64\nlearning_rate: 1.0e-4\nuse_ema: true\n")
-    cfg = parse(["--config", str(recipe), "--resolution", "48", "--no-use_ema"])
-    assert cfg.resolution == 48 and cfg.learning_rate == 1e-4 and cfg.use_ema is False
+    cfg = parse(["--config", str(recipe), "--resolution", "40", "--no-use_ema"])
+    assert cfg.resolution == 40 and cfg.learning_rate == 1e-4 and cfg.use_ema is False
 
 
 def test_int_accepted_where_float_expected():
@@ -61,11 +61,11 @@ def test_literal_choices_and_value_checks():
     with pytest.raises(ConfigError, match="hub_model_id"):
         from_dict(TrainUNetConfig, {"push_to_hub": True})
     with pytest.raises(ConfigError, match="edm_sigma_data and snr_gamma are two loss weightings"):
-        from_dict(TrainUNetConfig, {"edm_sigma_data": 0.5})  # snr_gamma defaults to 5
+        from_dict(TrainUNetConfig, {"edm_sigma_data": 0.5, "snr_gamma": 5.0})
     with pytest.raises(ConfigError, match="edm_sigma_data must be > 0"):
         from_dict(TrainUNetConfig, {"edm_sigma_data": 0.0, "snr_gamma": None})
     with pytest.raises(ConfigError, match="edm_sigma_data needs prediction_type v_prediction"):
-        from_dict(TrainUNetConfig, {"edm_sigma_data": 0.5, "snr_gamma": None})  # epsilon by default
+        from_dict(TrainUNetConfig, {"edm_sigma_data": 0.5})  # x0-prediction by default
     edm = {"edm_sigma_data": 0.5, "snr_gamma": None, "prediction_type": "v_prediction"}
     assert from_dict(TrainUNetConfig, edm).edm_sigma_data == 0.5
 
@@ -121,12 +121,12 @@ def test_options_page_is_up_to_date():
 
 
 def test_optional_values_can_be_cleared(tmp_path):
-    assert parse([]).snr_gamma == 5.0
-    assert parse(["--snr_gamma", "none"]).snr_gamma is None
+    assert parse([]).checkpoints_total_limit == 3
+    assert parse(["--checkpoints_total_limit", "none"]).checkpoints_total_limit is None
     assert parse(["--snr_gamma", "2.5"]).snr_gamma == 2.5
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("snr_gamma: null\ncheckpoints_total_limit: 7\n")
-    cfg = parse(["--config", str(recipe), "--checkpoints_total_limit", "none"])
+    recipe.write_text("snr_gamma: 5.0\ncheckpoints_total_limit: 7\n")
+    cfg = parse(["--config", str(recipe), "--checkpoints_total_limit", "none", "--snr_gamma", "none"])
     assert cfg.snr_gamma is None and cfg.checkpoints_total_limit is None
 
 
@@ -150,7 +150,10 @@ def test_run_folders_written_before_the_shared_core_still_load(name):
         from toolkit.training.runs import total_steps
 
         assert defaults.max_train_steps is None and total_steps(defaults, 10, 1) == old.pop("max_train_steps") == 1000
-    else:  # the validation solver became DDIM-25 by measurement (docs/time_to_quality.md, the sampler) ...
-        assert (defaults.validation_scheduler, defaults.num_inference_steps) == ("ddim", 25)
-        assert (old.pop("validation_scheduler"), old.pop("num_inference_steps")) == ("dpm", 20)
+    else:  # the validation solver, the loss and the no-argument run changed by measurement (time_to_quality.md) ...
+        changed = {"validation_scheduler": ("dpm", "ddim"), "num_inference_steps": (20, 25),
+                   "prediction_type": ("epsilon", "sample"), "snr_gamma": (5.0, None), "resolution": (32, 48),
+                   "conditioning": ("none", "auto")}
+        for key, (before, now) in changed.items():
+            assert (old.pop(key), to_dict(defaults)[key]) == (before, now), key
     assert {k: to_dict(defaults)[k] for k in old} == old  # ... and every other old default is unchanged

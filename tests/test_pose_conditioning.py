@@ -76,14 +76,44 @@ def test_train_on_a_figures_folder_and_sample_from_its_poses(tmp_path, capsys):
     from toolkit.train_unet import main
 
     data = write_dataset(tmp_path / "data", 6, 32, seed=2)
-    out = tmp_path / "run"
-    assert main(tiny_argv(out, conditioning="pose", train_data_dir=str(data), resolution=32, max_train_steps=2)) == 0
+    out = tmp_path / "run"  # conditioning left at train_unet.py's default, auto: a pose folder means pose
+    assert main(tiny_argv(out, conditioning=None, train_data_dir=str(data), resolution=32, max_train_steps=2)) == 0
+    assert "conditioning: pose" in (out / "config.yaml").read_text().splitlines()
+    assert json.loads((out / "unet" / "config.json").read_text())["in_channels"] == 6
+    assert f"--pipeline {out} --poses POSE_JSON_DIR" in capsys.readouterr().out  # the summary's sampling hint
     gen = tmp_path / "gen"
     assert sample(["--pipeline", str(out), "--poses", str(data / "keypoints"), "--num_inference_steps", "2",
                    "--output_dir", str(gen), "--num_images", "4"]) == 0
     assert sorted(p.name for p in gen.glob("0*.png")) == [f"00000{i}.png" for i in range(4)]  # named like the poses
     assert sample(["--pipeline", str(out), "--num_inference_steps", "2"]) == 2
     assert "pass --poses" in capsys.readouterr().err
+
+
+def test_conditioning_auto_follows_the_data(tmp_path):
+    from toolkit.config import from_dict
+    from toolkit.data.dataset import resolve_conditioning
+    from toolkit.ddpm.config import TrainUNetConfig
+    from toolkit.gan.config import TrainGANConfig
+    from toolkit.training.runs import total_steps
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    Image.new("RGB", (8, 8)).save(plain / "a.png")
+    (plain / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "a caption"}\n')  # an imagefolder
+    posed = write_dataset(tmp_path / "posed", 2, 16, seed=0)
+
+    def resolved(cls=TrainUNetConfig, **options) -> str:
+        return resolve_conditioning(from_dict(cls, options)).conditioning
+
+    assert from_dict(TrainUNetConfig, {}).conditioning == "auto" and from_dict(TrainGANConfig, {}).conditioning == "none"
+    assert resolved() == "pose"  # the built-in figures
+    assert resolved(train_data_dir=str(posed)) == "pose"
+    assert resolved(train_data_dir=str(plain)) == "none"
+    assert resolved(dataset_name="someone/faces") == "none"
+    assert resolved(train_data_dir=str(posed), conditioning="none") == "none"  # an explicit choice stays
+    assert resolved(TrainGANConfig, conditioning="auto") == "pose"
+    assert total_steps(from_dict(TrainUNetConfig, {}), 10, 1) == 800  # the no-argument run's length
+    assert total_steps(from_dict(TrainGANConfig, {}), 10, 1) == 1000
 
 
 def test_pose_conditioning_on_a_plain_folder_is_a_clear_error(tmp_path, capsys):

@@ -1,8 +1,8 @@
 """Generate images and a grid from a saved model: `ddpm` (train_unet.py), `controlnet` (SD + ControlNet + LoRA) or
 `gan` (train_gan.py).
 
-    python -m toolkit.sample ddpm --pipeline runs/ddpm-figures --num_images 16 --num_inference_steps 20
-    python -m toolkit.sample ddpm --pipeline runs/figures-pose --poses data/figures/keypoints
+    python -m toolkit.sample ddpm --pipeline runs/ddpm-portraits --num_images 16 --num_inference_steps 20
+    python -m toolkit.sample ddpm --pipeline runs/ddpm-figures --poses data/poses48/keypoints
     python -m toolkit.sample controlnet --pipeline SD_DIR --controlnet CONTROLNET --lora runs/pose-lora \\
         --poses poses/ --prompt "a photo of a dancer" --scheduler unipc
     python -m toolkit.sample gan --generator runs/gan-figures/generator --num_images 64

@@ -6,7 +6,8 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from toolkit.data.augment import AugmentSettings, Draw, apply, draw, settings_of
+from toolkit.data.folders import is_pose_folder
 from toolkit.data.sources import FiguresSource, ImageSource, open_source
 from toolkit.errors import UserError
 from toolkit.images import DECODE_ERRORS, Crop, apply_crop, plan_crop
@@ -21,6 +23,8 @@ from toolkit.pose.conditioning import crop_pose, draw_map, resize_pose
 from toolkit.pose.keypoints import Pose
 from toolkit.training.config import ScratchImageConfig
 from toolkit.training.loop import StepBatch
+
+C = TypeVar("C", bound=ScratchImageConfig)
 
 CACHE_LIMIT_BYTES = 4 * 1024**3
 
@@ -191,6 +195,15 @@ class MicroBatches(torch.utils.data.Dataset):
         out = [augment_item(item, self.images.resolution, self.settings, generator) for item in items]
         pixels = torch.stack([p for p, _ in out]).float().div(127.5).sub(1.0)  # (B, C, R, R) in [-1, 1]
         return MicroBatch(pixels, torch.stack([labels for _, labels in out])), failed
+
+
+def resolve_conditioning(cfg: C) -> C:
+    """`cfg` with `conditioning: auto` decided by its data: pose for the built-in figures and for a pose dataset
+    folder, none for any other folder and for a `datasets` dataset (name its pose column with --conditioning pose)."""
+    if cfg.conditioning != "auto":
+        return cfg
+    posed = not cfg.dataset_name and (not cfg.train_data_dir or is_pose_folder(cfg.train_data_dir))
+    return replace(cfg, conditioning="pose" if posed else "none")
 
 
 def load_images(cfg: ScratchImageConfig, resolution: int) -> tuple[TrainImages, str]:

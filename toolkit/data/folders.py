@@ -11,6 +11,7 @@ Every path is joined with `safe_join`, so a row cannot point outside DIR.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +37,21 @@ class PoseRecord:
     text: str
     keypoints: Path | None
     threshold: float = DEFAULT_THRESHOLD
+
+
+def is_pose_folder(root: str | Path) -> bool:
+    """Whether `root` looks like a pose dataset folder: the first row of its metadata.jsonl names a pose map (a quick
+    look for `--conditioning auto`; read_pose_folder checks every row)."""
+    metadata = Path(root) / "metadata.jsonl"
+    if not metadata.is_file():
+        return False
+    with metadata.open() as f:
+        first = next((line for line in f if line.strip()), "")
+    try:
+        row = json.loads(first)
+    except json.JSONDecodeError:
+        return False
+    return isinstance(row, dict) and isinstance(row.get("conditioning_image_file_name"), str)
 
 
 def read_pose_folder(root: str | Path) -> list[PoseRecord]:

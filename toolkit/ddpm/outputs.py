@@ -22,7 +22,10 @@ class DDPMSummary(RunSummary):
     def output_rows(self) -> list[tuple[str, str]]:
         """The pipeline and its samples."""
         out = Path(self.output_dir)
-        return [("pipeline", f"{out} (python -m toolkit.sample ddpm --pipeline {out})"), ("samples", self.samples)]
+        index = out / "model_index.json"
+        posed = index.is_file() and PoseDDPMPipeline.__name__ in index.read_text()  # it samples from given poses
+        hint = f"python -m toolkit.sample ddpm --pipeline {out}" + (" --poses POSE_JSON_DIR" if posed else "")
+        return [("pipeline", f"{out} ({hint})"), ("samples", self.samples)]
 
 
 def save_unet(unet: UNet2DModel, ema: EMAModel | None, folder: Path) -> None:

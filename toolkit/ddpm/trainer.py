@@ -17,7 +17,14 @@ from diffusers import DDPMScheduler
 from safetensors.torch import load_file, save_file
 
 from toolkit.data.augment import NUM_LABELS, settings_of
-from toolkit.data.dataset import MicroBatch, centre, load_images, step_batches, validation_maps
+from toolkit.data.dataset import (
+    MicroBatch,
+    centre,
+    load_images,
+    resolve_conditioning,
+    step_batches,
+    validation_maps,
+)
 from toolkit.ddpm.augment_labels import AugmentLabels, NoLabels
 from toolkit.ddpm.card import card_info
 from toolkit.ddpm.config import Stage, TrainUNetConfig
@@ -60,6 +67,7 @@ class DDPMTrainer(Trainer):
     upload_files = ["model_index.json", "unet", "scheduler"]
 
     def __init__(self, cfg: TrainUNetConfig, accelerator: Accelerator) -> None:
+        cfg = resolve_conditioning(cfg)  # auto becomes pose or none here, and config.yaml records which
         super().__init__(cfg, accelerator)
         self.images, self.data_name = load_images(cfg, cfg.stages[0].resolution if cfg.stages else cfg.resolution)
         self.skipped = list(self.images.skipped)

@@ -23,7 +23,8 @@ from toolkit.training.config import ScratchImageConfig
                    "random_flip": "random horizontal flip (pose maps are redrawn from the mirrored, left/right-swapped "
                                  "keypoints)",
                    "conditioning": "pose: the OpenPose map enters the generator through an encoder at every scale "
-                                   "and is concatenated to the discriminator's input (pix2pix)",
+                                   "and is concatenated to the discriminator's input (pix2pix); auto: pose when the "
+                                   "data has poses (the built-in figures or a pose folder)",
                    "output_dir": "where the generator, samples, logs and checkpoints go",
                    "hub_model_id": "repository id, e.g. user/gan-portraits"})
 class TrainGANConfig(ScratchImageConfig):

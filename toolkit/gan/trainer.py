@@ -14,7 +14,14 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
 
-from toolkit.data.dataset import MicroBatch, centre, load_images, step_batches, validation_maps
+from toolkit.data.dataset import (
+    MicroBatch,
+    centre,
+    load_images,
+    resolve_conditioning,
+    step_batches,
+    validation_maps,
+)
 from toolkit.gan.augment import diff_augment
 from toolkit.gan.config import TrainGANConfig
 from toolkit.gan.losses import d_loss, g_loss, gradient_penalty, r1_penalty
@@ -46,6 +53,7 @@ class GANTrainer(Trainer):
     upload_files = ["generator"]
 
     def __init__(self, cfg: TrainGANConfig, accelerator: Accelerator) -> None:
+        cfg = resolve_conditioning(cfg)  # --conditioning auto becomes pose or none here
         super().__init__(cfg, accelerator)
         self.images, self.data_name = load_images(cfg, cfg.resolution)
         self.skipped = list(self.images.skipped)

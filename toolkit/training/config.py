@@ -11,7 +11,6 @@ from typing import ClassVar, Literal
 
 from toolkit.config import ConfigError, check_positive, option
 
-DEFAULT_TRAIN_STEPS = 1000  # when neither max_train_steps nor num_epochs is given
 LR_SCHEDULERS = Literal["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"]
 
 
@@ -95,6 +94,7 @@ class TrainingConfig:
     hub_license: str = option("apache-2.0", "license in the model card metadata")
 
     # Integer options that must be >= 1 (always, or when given); subclasses extend these tuples.
+    DEFAULT_TRAIN_STEPS: ClassVar[int] = 1000  # when neither max_train_steps nor num_epochs is given
     POSITIVE: ClassVar[tuple[str, ...]] = (
         "resolution", "train_batch_size", "gradient_accumulation_steps", "validation_steps", "num_validation_images",
         "checkpointing_steps", "max_nan_steps")
@@ -198,9 +198,10 @@ class ScratchImageConfig(TrainingConfig):
     cache_images: Literal["auto", "always", "never"] = option(
         "auto", "decode once and keep images in memory as uint8; auto does so when they fit in 4 GB")
     dataloader_num_workers: int = option(0, "decoding workers when images are not cached in memory")
-    conditioning: Literal["none", "pose"] = option(
+    conditioning: Literal["none", "pose", "auto"] = option(
         "none", "pose: condition on OpenPose maps (figures, or a prepare_poses / toolkit.figures folder, or "
-                "--conditioning_image_column)")
+                "--conditioning_image_column); auto: pose when the data has poses (the built-in figures or a pose "
+                "folder), none otherwise")
     aug_scale_p: float = option(0.0, "probability of a random zoom (image, keypoints and redrawn pose map alike)")
     aug_scale: float = option(0.2, "zoom drawn log-uniformly in [1 / (1 + s), 1 + s]")
     aug_rotate_p: float = option(0.0, "probability of a random rotation (image and pose alike)")

@@ -16,7 +16,7 @@ from diffusers.training_utils import EMAModel
 
 from toolkit.errors import UserError
 from toolkit.training.checkpoints import list_checkpoints, load_checkpoint, remove_partial, resolve_resume
-from toolkit.training.config import DEFAULT_TRAIN_STEPS, AdamW, ScratchImageConfig, TrainingConfig
+from toolkit.training.config import AdamW, ScratchImageConfig, TrainingConfig
 from toolkit.training.precision import resolve_mixed_precision, set_cpu_threads
 
 
@@ -47,7 +47,7 @@ def total_steps(cfg: TrainingConfig, num_examples: int, world: int) -> int:
     if cfg.num_epochs:
         per_step = cfg.train_batch_size * cfg.gradient_accumulation_steps * world
         return max(1, math.ceil(cfg.num_epochs * num_examples / per_step))
-    return DEFAULT_TRAIN_STEPS
+    return cfg.DEFAULT_TRAIN_STEPS
 
 
 def make_optimizer(params: list[torch.nn.Parameter], settings: AdamW, *, eight_bit: bool = False,
