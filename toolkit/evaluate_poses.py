@@ -12,6 +12,7 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from toolkit.config import option, parse_config
 from toolkit.errors import cli_errors
@@ -25,7 +26,9 @@ class EvaluatePosesConfig:
     poses: str = option("keypoints", "folder of conditioning poses: OpenPose JSON named like the images")
     output: str = option("pose_report.json", "where to write the JSON report")
     face_check: bool = option(True, "also measure the face validity rate (MediaPipe face detection)")
-    flip_average: bool = option(False, "detector option: also detect on the mirrored image")
+    tta: Literal["off", "auto", "flip"] = option(
+        "auto", "detector test-time augmentation with the mirrored image, as in prepare_poses (the same calibrated "
+                "detector that made the conditioning scores the images)")
 
 
 @cli_errors
@@ -34,8 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from toolkit.pose.fidelity import evaluate_pose_folder, summary_table
 
     cfg = parse_config(EvaluatePosesConfig, argv, description=__doc__.splitlines()[0])
-    report = evaluate_pose_folder(Path(cfg.images), Path(cfg.poses), face_check=cfg.face_check,
-                                  flip_average=cfg.flip_average)
+    report = evaluate_pose_folder(Path(cfg.images), Path(cfg.poses), face_check=cfg.face_check, tta=cfg.tta)
     Path(cfg.output).write_text(json.dumps(report, indent=2))
     missing = report["summary"]["images_without_pose"]
     print(summary_table(report["summary"]))

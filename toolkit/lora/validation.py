@@ -151,9 +151,9 @@ def pose_scores(images: np.ndarray, poses: list[Pose], detector) -> dict:
 def make_detector(say):
     """The pose layer's MediaPipe detector, or None (with a message) when MediaPipe is not installed."""
     try:
-        from toolkit.pose.detect import MediaPipeDetector
+        from toolkit.pose.detect import MediaPipeDetector, MediaPipeOptions
 
-        return MediaPipeDetector()
+        return MediaPipeDetector(MediaPipeOptions(count_people=False))  # the prepare_poses detector, uncounted
     except (ImportError, UserError) as e:
         say(f"pose scores are off: {e}")
         return None

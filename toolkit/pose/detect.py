@@ -1,11 +1,16 @@
 """Pose detection from photos, offline: a small backend interface and the MediaPipe backend.
 
-MediaPipe (`pip install 'anatomy-toolkit[pose]'`, mediapipe==0.10.14) uses the legacy `solutions.pose` graph with
-`model_complexity=1`, the only pose model whose weights ship inside the wheel (0 and 2 try to download theirs).
-It finds at most ONE person per image. Test-time options, each measured in docs/poses.md rather than assumed:
+MediaPipe (`pip install 'anatomy-toolkit[pose]'`, mediapipe==0.10.14) runs through its Tasks API on the pose models
+that ship in the wheel (`toolkit.pose.mediapipe_models`: the `full` detector, several people per image). Each step
+below was measured against ground truth in docs/poses.md before it became a default:
 - `min_size`: upscale images whose short side is smaller, so that small people are found;
-- `flip_average`: also detect on the mirrored image and average the two (left/right swapped back);
-- `person_crop`: a second pass on a square crop around the first detection, so the person fills the input.
+- `tta`: test-time augmentation with the mirrored image (left and right swapped back). "auto" re-runs only the hard
+  cases: nobody found, or a person whose limb joints average below `tta_threshold`; "flip" always re-runs. Each
+  person keeps whichever of its two detections is more confident (averaging a front view with a back view, when the
+  two passes disagree on which way the person faces, gives neither);
+- `calibration`: MediaPipe's shoulders, hips and neck moved to OpenPose-18 conventions (`toolkit.pose.calibrate`);
+- `count_people`: an independent count of the people (`toolkit.pose.people`), kept in `Pose.counted`, so that a photo
+  with someone the detector missed can be flagged.
 """
 
 from __future__ import annotations
@@ -17,8 +22,13 @@ import numpy as np
 from PIL import Image
 
 from toolkit.errors import UserError
+from toolkit.pose.calibrate import load_calibration
 from toolkit.pose.convert import mediapipe33_to_openpose18
-from toolkit.pose.keypoints import Person, Pose, flip_person
+from toolkit.pose.keypoints import FLIP_18, Person, Pose, flip_person
+from toolkit.pose.mediapipe_models import import_mediapipe, pose_landmarker_bundle
+
+TTA_CHOICES = ("off", "auto", "flip")
+LIMB_JOINTS = list(range(2, 14))  # shoulders to ankles: the joints that make a pose
 
 
 class PoseDetector(Protocol):
@@ -27,45 +37,95 @@ class PoseDetector(Protocol):
     def __call__(self, image: np.ndarray) -> Pose: ...
 
 
-def _import_mediapipe():
-    try:
-        import mediapipe
-    except ImportError:
-        raise UserError("pose detection needs MediaPipe: pip install 'anatomy-toolkit[pose]' "
-                        "(mediapipe==0.10.14, Python <= 3.12)") from None
-    return mediapipe
-
-
 @dataclass
 class MediaPipeOptions:
     """Test-time options of the MediaPipe backend."""
 
     min_detection_confidence: float = 0.3
     min_size: int = 256
-    flip_average: bool = False
-    person_crop: bool = False
-    crop_margin: float = 0.25
-    hands: bool = False  # also run solutions.hands and attach hands to the body's wrists
+    max_people: int = 4
+    tta: str = "auto"
+    tta_threshold: float = 0.5
+    calibration: str | None = "default"  # "default" (the shipped file), a calibration file, or None
+    count_people: bool = True
+    hands: bool = False  # also run solutions.hands and attach hands to the nearest wrists
+
+    def __post_init__(self) -> None:
+        if self.tta not in TTA_CHOICES:
+            raise UserError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {self.tta!r}")
+        if self.max_people < 1 or self.min_size < 1:
+            raise UserError(f"max_people and min_size must be >= 1, got {self.max_people} and {self.min_size}")
+
+
+def limb_confidence(body: np.ndarray) -> float:
+    """Mean confidence of a body-18's shoulders to ankles: how sure the detector is of the pose."""
+    return float(body[LIMB_JOINTS, 2].mean())
+
+
+def prominence(body: np.ndarray) -> float:
+    """Area of the box around a body's confident joints: the most prominent person is listed first."""
+    points = body[body[:, 2] > 0.3, :2]
+    return float(np.prod(points.max(0) - points.min(0))) if len(points) >= 2 else 0.0
+
+
+def same_person(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two body-18 detections in one image are the same person: their shared joints lie within a fifth of
+    the larger one's box, as labelled or with left and right swapped (two passes may disagree on the facing)."""
+    extent = [float(np.ptp(x[x[:, 2] > 0, :2], axis=0).max()) if (x[:, 2] > 0).sum() >= 2 else 0.0 for x in (a, b)]
+    size = max(*extent, 1.0)
+    for other in (b, b[FLIP_18]):
+        shared = (a[:, 2] > 0) & (other[:, 2] > 0)
+        if shared.sum() >= 3 and np.median(np.linalg.norm(a[shared, :2] - other[shared, :2], axis=1)) <= 0.2 * size:
+            return True
+    return False
+
+
+def more_confident(first: list[np.ndarray], second: list[np.ndarray]) -> list[np.ndarray]:
+    """Each person of `first` or its match in `second`, whichever is more confident; then the people only `second`
+    found. (People within one pass are already distinct: the detector suppresses overlapping boxes.)"""
+    out, used = [], set()
+    for body in first:
+        match = next((i for i, other in enumerate(second) if i not in used and same_person(body, other)), None)
+        if match is not None:
+            used.add(match)
+            body = max(body, second[match], key=limb_confidence)
+        out.append(body)
+    return out + [other for i, other in enumerate(second) if i not in used]
 
 
 class MediaPipeDetector:
-    """Body-18 keypoints from MediaPipe Pose (one person per image), fully offline."""
+    """Body-18 keypoints of every person MediaPipe Pose finds (up to `max_people`), fully offline."""
 
     def __init__(self, options: MediaPipeOptions | None = None):
-        self.options = options or MediaPipeOptions()
-        mp = _import_mediapipe()
-        self._pose = mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False,
-                                            min_detection_confidence=self.options.min_detection_confidence)
+        self.options = o = options or MediaPipeOptions()
+        mp = import_mediapipe()
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        self._mp = mp
+        self._pose = vision.PoseLandmarker.create_from_options(vision.PoseLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(pose_landmarker_bundle())),
+            running_mode=vision.RunningMode.IMAGE, num_poses=o.max_people,
+            min_pose_detection_confidence=o.min_detection_confidence,
+            min_pose_presence_confidence=o.min_detection_confidence))
+        default = o.calibration == "default"
+        self._calibration = load_calibration(None if default else o.calibration) if o.calibration else None
+        self._counter = None
+        if o.count_people:
+            from toolkit.pose.people import PeopleCounter
+
+            self._counter = PeopleCounter()
         self._hands = None
-        if self.options.hands:
-            self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=2, model_complexity=1,
-                                                   min_detection_confidence=self.options.min_detection_confidence)
+        if o.hands:
+            self._hands = mp.solutions.hands.Hands(static_image_mode=True, max_num_hands=2 * o.max_people,
+                                                   model_complexity=1,
+                                                   min_detection_confidence=o.min_detection_confidence)
 
     def close(self) -> None:
         """Release MediaPipe's graphs."""
         self._pose.close()
-        if self._hands is not None:
-            self._hands.close()
+        for graph in (self._counter, self._hands):
+            if graph is not None:
+                graph.close()
 
     def _detect_hands(self, image: np.ndarray) -> list[np.ndarray]:
         """Each detected hand as (21, 3) in pixels; the confidence is MediaPipe's hand score."""
@@ -74,67 +134,49 @@ class MediaPipeDetector:
             return []
         h, w = image.shape[:2]
         scores = [c.classification[0].score for c in result.multi_handedness]
-        return [np.array([(m.x * w, m.y * h, score) for m in marks.landmark])
+        return [np.array([(m.x * w - 0.5, m.y * h - 0.5, score) for m in marks.landmark])  # pixel centres
                 for marks, score in zip(result.multi_hand_landmarks, scores, strict=True)]
 
-    def _raw(self, image: np.ndarray) -> np.ndarray | None:
-        """Body-18 (18, 3) in `image` pixels from one MediaPipe pass, upscaling small images; None if no person."""
+    def _pass(self, image: np.ndarray) -> list[np.ndarray]:
+        """Body-18 (18, 3) of each person in `image` pixels from one MediaPipe pass, upscaling small images."""
         h, w = image.shape[:2]
         scale = max(1.0, self.options.min_size / min(h, w))
         if scale > 1.0:
-            size = (round(w * scale), round(h * scale))
-            image = np.asarray(Image.fromarray(image).resize(size, Image.Resampling.BICUBIC))
-        result = self._pose.process(np.ascontiguousarray(image))
-        if result.pose_landmarks is None:
-            return None
-        hs, ws = image.shape[:2]
-        marks = np.array([(m.x * ws / scale, m.y * hs / scale, m.visibility) for m in result.pose_landmarks.landmark])
-        return mediapipe33_to_openpose18(marks)  # (33, 3) -> (18, 3)
+            image = np.asarray(Image.fromarray(image).resize((round(w * scale), round(h * scale)),
+                                                             Image.Resampling.BICUBIC))
+        frame = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(image))
+        # Normalised coordinates -> pixel centres of the original image (x = 0 is the left pixel's centre), so that
+        # a mirrored image's detections mirror exactly (x -> W - 1 - x).
+        return [mediapipe33_to_openpose18(np.array([(m.x * w - 0.5, m.y * h - 0.5, m.visibility) for m in marks]))
+                for marks in self._pose.detect(frame).pose_landmarks]  # (33, 3) -> (18, 3) each
 
-    def _with_flip(self, image: np.ndarray) -> np.ndarray | None:
-        body = self._raw(image)
-        if not self.options.flip_average:
-            return body
-        mirrored = self._raw(image[:, ::-1])
-        if mirrored is None or body is None:
-            return body if mirrored is None else flip_person(Person(mirrored), image.shape[1]).body
-        back = flip_person(Person(mirrored), image.shape[1]).body
-        weights = np.stack([body[:, 2], back[:, 2]])  # (2, 18) visibilities as weights
-        total = np.maximum(weights.sum(0), 1e-9)
-        xy = (body[:, :2] * weights[0, :, None] + back[:, :2] * weights[1, :, None]) / total[:, None]
-        return np.concatenate([xy, weights.mean(0)[:, None]], axis=1)
-
-    def _crop_pass(self, image: np.ndarray, body: np.ndarray) -> np.ndarray:
-        found = body[body[:, 2] > 0.3]
-        if len(found) < 4:
-            return body
-        (x0, y0), (x1, y1) = found[:, :2].min(0), found[:, :2].max(0)
-        side = max(x1 - x0, y1 - y0) * (1 + 2 * self.options.crop_margin)
-        cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
-        h, w = image.shape[:2]
-        left, top = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
-        right, bottom = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
-        if (right - left) * (bottom - top) > 0.8 * w * h:  # the person already fills the image
-            return body
-        cropped = self._with_flip(image[top:bottom, left:right])
-        if cropped is None:
-            return body
-        cropped[:, 0] += left
-        cropped[:, 1] += top
-        return cropped
+    def _bodies(self, image: np.ndarray) -> list[np.ndarray]:
+        """The people of one pass, or of both passes where test-time augmentation asks for the mirrored one."""
+        bodies = self._pass(image)
+        o = self.options
+        sure = bodies and all(limb_confidence(b) >= o.tta_threshold for b in bodies)
+        if o.tta == "off" or (o.tta == "auto" and sure):
+            return bodies
+        width = image.shape[1]
+        mirrored = [flip_person(Person(b), width).body for b in self._pass(np.ascontiguousarray(image[:, ::-1]))]
+        return more_confident(bodies, mirrored)
 
     def __call__(self, image: np.ndarray) -> Pose:
-        """Detect the (single) person in an RGB uint8 image (H, W, 3)."""
+        """Detect every person (most prominent first) in an RGB uint8 image (H, W, 3)."""
         h, w = image.shape[:2]
-        body = self._with_flip(image)
-        if body is None:
-            return Pose(w, h, [])
-        if self.options.person_crop:
-            body = self._crop_pass(image, body)
-        person = Person(body)
+        # A detection with fewer than 3 confident joints is never drawn, so it is not a person of the map.
+        bodies = [b for b in self._bodies(image) if (b[:, 2] > 0.3).sum() >= 3]
+        if self._calibration is not None:
+            bodies = [self._calibration(b) for b in bodies]
+        bodies = sorted(bodies, key=prominence, reverse=True)[:self.options.max_people]
+        counted = self._counter(image, bodies).count if self._counter is not None else None
+        people = [Person(b) for b in bodies]
         if self._hands is not None:
-            person.left_hand, person.right_hand = assign_hands(self._detect_hands(image), body)
-        return Pose(w, h, [person])
+            hands = self._detect_hands(image)
+            for person in people:
+                person.left_hand, person.right_hand = assign_hands(hands, person.body)
+                hands = [x for x in hands if x is not person.left_hand and x is not person.right_hand]
+        return Pose(w, h, people, counted=counted)
 
 
 def assign_hands(hands: list[np.ndarray], body: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -163,7 +205,7 @@ class FaceChecker:
     """Is there a plausible face? MediaPipe face detection (short-range model, bundled in the wheel)."""
 
     def __init__(self, min_confidence: float = 0.5):
-        mp = _import_mediapipe()
+        mp = import_mediapipe()
         self._faces = mp.solutions.face_detection.FaceDetection(model_selection=0,
                                                                  min_detection_confidence=min_confidence)
 

@@ -68,16 +68,19 @@ class Person:
 
 @dataclass
 class Pose:
-    """All people found in one image of `width` x `height` pixels."""
+    """All people found in one image of `width` x `height` pixels, and (when counted) how many the image shows."""
 
     width: int
     height: int
     people: list[Person] = field(default_factory=list)
+    counted: int | None = None  # an independent count of the people (toolkit.pose.people); None = not counted
 
     def to_json(self) -> dict:
-        """OpenPose JSON (version 1.3 layout, with the canvas size as controlnet_aux writes it)."""
-        return {"version": 1.3, "people": [p.to_openpose() for p in self.people],
+        """OpenPose JSON (version 1.3 layout, with the canvas size as controlnet_aux writes it); the count, when
+        known, as an extra `people_counted` key that OpenPose readers ignore."""
+        data = {"version": 1.3, "people": [p.to_openpose() for p in self.people],
                 "canvas_width": self.width, "canvas_height": self.height}
+        return data if self.counted is None else data | {"people_counted": self.counted}
 
     @classmethod
     def from_json(cls, data: dict, width: int | None = None, height: int | None = None) -> Pose:
@@ -90,7 +93,10 @@ class Pose:
         people = data.get("people", [])
         if not isinstance(people, list):
             raise ValueError(f"people: expected a list, got {type(people).__name__}")
-        return cls(int(width), int(height), [Person.from_openpose(p) for p in people])
+        counted = data.get("people_counted")
+        if counted is not None and (type(counted) is not int or counted < 0):
+            raise ValueError(f"people_counted: expected a count (an integer >= 0), got {counted!r}")
+        return cls(int(width), int(height), [Person.from_openpose(p) for p in people], counted)
 
 
 def save_pose(pose: Pose, path: str | Path) -> None:
@@ -132,4 +138,4 @@ def flip_person(person: Person, width: int) -> Person:
 
 def flip_pose(pose: Pose) -> Pose:
     """Mirror every person of a pose; the pose map must then be re-rendered, never pixel-flipped."""
-    return Pose(pose.width, pose.height, [flip_person(p, pose.width) for p in pose.people])
+    return Pose(pose.width, pose.height, [flip_person(p, pose.width) for p in pose.people], pose.counted)

@@ -84,3 +84,22 @@ def limb_errors(ref: np.ndarray, pred: np.ndarray, min_conf: float = 0.0) -> dic
         diff = np.degrees(np.arctan2(vp[1], vp[0]) - np.arctan2(vr[1], vr[0]))
         angle[i] = abs((diff + 180.0) % 360.0 - 180.0)
     return {"length": length, "angle": angle}
+
+
+def match_people(preds: list[np.ndarray], refs: list[np.ndarray], *,
+                 max_distance: float = 1.0) -> list[tuple[np.ndarray | None, np.ndarray]]:
+    """Pair each reference body with at most one prediction, greedily by the median distance of their shared
+    joints in reference torso sizes (pairs beyond `max_distance` are not made); unmatched references get None."""
+    candidates = []
+    for i, pred in enumerate(preds):
+        for j, ref in enumerate(refs):
+            size, shared = torso_size(ref), present(pred) & present(ref)
+            if size and shared.sum() >= 3:
+                distance = np.median(np.linalg.norm(pred[shared, :2] - ref[shared, :2], axis=1)) / size
+                candidates.append((float(distance), i, j))
+    taken_pred, matched = set(), {}
+    for distance, i, j in sorted(candidates):
+        if distance <= max_distance and i not in taken_pred and j not in matched:
+            taken_pred.add(i)
+            matched[j] = preds[i]
+    return [(matched.get(j), ref) for j, ref in enumerate(refs)]
