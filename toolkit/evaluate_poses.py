@@ -29,6 +29,8 @@ class EvaluatePosesConfig:
     tta: Literal["off", "auto", "flip"] = option(
         "auto", "detector test-time augmentation with the mirrored image, as in prepare_poses (the same calibrated "
                 "detector that made the conditioning scores the images)")
+    calibration: str = option("default", "detector calibration to OpenPose conventions, as in prepare_poses: default "
+                                         "(the shipped one), a calibration JSON file, or none")
 
 
 @cli_errors
@@ -37,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     from toolkit.pose.fidelity import evaluate_pose_folder, summary_table
 
     cfg = parse_config(EvaluatePosesConfig, argv, description=__doc__.splitlines()[0])
-    report = evaluate_pose_folder(Path(cfg.images), Path(cfg.poses), face_check=cfg.face_check, tta=cfg.tta)
+    report = evaluate_pose_folder(Path(cfg.images), Path(cfg.poses), face_check=cfg.face_check, tta=cfg.tta,
+                                  calibration=cfg.calibration)
     Path(cfg.output).write_text(json.dumps(report, indent=2))
     missing = report["summary"]["images_without_pose"]
     print(summary_table(report["summary"]))

@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(PreparePosesConfig, argv, description=__doc__.splitlines()[0])
     pose_filter = PoseFilter(cfg.joint_threshold, cfg.min_joints, cfg.min_mean_confidence, cfg.multi_person)
     detector = {"min_detection_confidence": cfg.min_detection_confidence, "min_size": cfg.min_size,
-                "tta": cfg.tta, "calibration": None if cfg.calibration == "none" else cfg.calibration,
+                "tta": cfg.tta, "calibration": cfg.calibration,
                 "max_people": cfg.max_people, "count_people": cfg.count_people, "hands": cfg.hands}
     report = prepare_poses(cfg.input_dir, cfg.output_dir, pose_filter=pose_filter, detector_options=detector,
                            num_workers=cfg.num_workers)

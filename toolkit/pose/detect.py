@@ -46,11 +46,13 @@ class MediaPipeOptions:
     max_people: int = 4
     tta: str = "auto"
     tta_threshold: float = 0.5
-    calibration: str | None = "default"  # "default" (the shipped file), a calibration file, or None
+    calibration: str | None = "default"  # "default" (the shipped file), a calibration file, or None / "none"
     count_people: bool = True
     hands: bool = False  # also run solutions.hands and attach hands to the nearest wrists
 
     def __post_init__(self) -> None:
+        if self.calibration == "none":
+            self.calibration = None
         if self.tta not in TTA_CHOICES:
             raise UserError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {self.tta!r}")
         if self.max_people < 1 or self.min_size < 1:

@@ -135,7 +135,8 @@ def pairs(images: Path, poses: Path) -> tuple[list[tuple[Path, Path]], list[str]
     return found, missing
 
 
-def evaluate_pose_folder(images: Path, poses: Path, *, face_check: bool = True, tta: str = "auto") -> dict:
+def evaluate_pose_folder(images: Path, poses: Path, *, face_check: bool = True, tta: str = "auto",
+                        calibration: str | None = "default") -> dict:
     """The pose report of a folder of generated images against the OpenPose JSON of the same stems:
     {"summary": ..., "images": [...]} (MediaPipe: needs the [pose] extra)."""
     from tqdm.auto import tqdm
@@ -145,7 +146,7 @@ def evaluate_pose_folder(images: Path, poses: Path, *, face_check: bool = True, 
     from toolkit.pose.prepare import load_photo
 
     found, missing = pairs(images, poses)
-    detector = MediaPipeDetector(MediaPipeOptions(tta=tta, count_people=False))
+    detector = MediaPipeDetector(MediaPipeOptions(tta=tta, calibration=calibration, count_people=False))
     faces = FaceChecker() if face_check else None
     scores, unreadable = [], []
     for image, pose in tqdm(found, desc="scoring poses"):
