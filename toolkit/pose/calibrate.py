@@ -31,6 +31,13 @@ TORSO = (2, 5, 8, 11)
 FORMAT = "anatomy-toolkit pose calibration v1"
 
 
+def torso_down(body: np.ndarray) -> np.ndarray | None:
+    """The vector (2,) from the shoulders' midpoint to the hips' midpoint; None unless all four joints are found."""
+    if not (body[list(TORSO), 2] > 0).all():
+        return None
+    return (body[8, :2] + body[11, :2]) / 2 - (body[2, :2] + body[5, :2]) / 2
+
+
 @dataclass
 class Calibration:
     """Per pair, (down, inward) in torso units (see the module docstring), and where the numbers came from."""
@@ -42,10 +49,10 @@ class Calibration:
     def __call__(self, body: np.ndarray) -> np.ndarray:
         """The calibrated copy of a body-18 (18, 3) array in pixels."""
         out = np.array(body, dtype=np.float64)
-        if not (out[list(TORSO), 2] > 0).all():
+        down = torso_down(out)
+        if down is None:
             return out
         raw = out.copy()
-        down = (raw[8, :2] + raw[11, :2]) / 2 - (raw[2, :2] + raw[5, :2]) / 2  # shoulders -> hips, (2,)
         for name, (right, left) in PAIRS.items():
             d, inward = getattr(self, name)
             out[right, :2] = raw[right, :2] + d * down + inward * (raw[left, :2] - raw[right, :2])
@@ -59,6 +66,14 @@ class Calibration:
         data = {"format": FORMAT, **{k: [round(float(v), 5) for v in getattr(self, k)] for k in PAIRS},
                 "provenance": self.provenance}
         Path(path).write_text(json.dumps(data, indent=2) + "\n")
+
+
+def calibration_option(value: str | None) -> Calibration | None:
+    """The calibration a `--calibration` value names: "default" the shipped file, None (or "none") no calibration,
+    anything else a calibration file."""
+    if value is None or value == "none":
+        return None
+    return load_calibration(None if value == "default" else value)
 
 
 def load_calibration(path: str | Path | None = None) -> Calibration:
@@ -88,10 +103,9 @@ def fit_calibration(pairs: list[tuple[np.ndarray, np.ndarray]], *, max_error: fl
     for name, (right, left) in PAIRS.items():
         rows, targets = [], []
         for pred, truth in pairs:
-            size = torso_size(truth)
-            if size is None or not (pred[list(TORSO), 2] > 0).all():
+            size, down = torso_size(truth), torso_down(pred)
+            if size is None or down is None:
                 continue
-            down = (pred[8, :2] + pred[11, :2]) / 2 - (pred[2, :2] + pred[5, :2]) / 2
             for j, k in ((right, left), (left, right)):
                 residual = truth[j, :2] - pred[j, :2]
                 if truth[j, 2] > 0 and np.linalg.norm(residual) <= max_error * size:

@@ -22,13 +22,14 @@ import numpy as np
 from PIL import Image
 
 from toolkit.errors import UserError
-from toolkit.pose.calibrate import load_calibration
+from toolkit.pose.calibrate import calibration_option
 from toolkit.pose.convert import mediapipe33_to_openpose18
 from toolkit.pose.keypoints import FLIP_18, Person, Pose, flip_person
 from toolkit.pose.mediapipe_models import import_mediapipe, pose_landmarker_bundle
 
 TTA_CHOICES = ("off", "auto", "flip")
 LIMB_JOINTS = list(range(2, 14))  # shoulders to ankles: the joints that make a pose
+CONFIDENT = 0.3  # a joint above this visibility is drawn (prepare_poses' default joint_threshold)
 
 
 class PoseDetector(Protocol):
@@ -51,8 +52,6 @@ class MediaPipeOptions:
     hands: bool = False  # also run solutions.hands and attach hands to the nearest wrists
 
     def __post_init__(self) -> None:
-        if self.calibration == "none":
-            self.calibration = None
         if self.tta not in TTA_CHOICES:
             raise UserError(f"tta must be one of {', '.join(TTA_CHOICES)}, got {self.tta!r}")
         if self.max_people < 1 or self.min_size < 1:
@@ -66,7 +65,7 @@ def limb_confidence(body: np.ndarray) -> float:
 
 def prominence(body: np.ndarray) -> float:
     """Area of the box around a body's confident joints: the most prominent person is listed first."""
-    points = body[body[:, 2] > 0.3, :2]
+    points = body[body[:, 2] > CONFIDENT, :2]
     return float(np.prod(points.max(0) - points.min(0))) if len(points) >= 2 else 0.0
 
 
@@ -109,8 +108,7 @@ class MediaPipeDetector:
             running_mode=vision.RunningMode.IMAGE, num_poses=o.max_people,
             min_pose_detection_confidence=o.min_detection_confidence,
             min_pose_presence_confidence=o.min_detection_confidence))
-        default = o.calibration == "default"
-        self._calibration = load_calibration(None if default else o.calibration) if o.calibration else None
+        self._calibration = calibration_option(o.calibration)
         self._counter = None
         if o.count_people:
             from toolkit.pose.people import PeopleCounter
@@ -167,7 +165,7 @@ class MediaPipeDetector:
         """Detect every person (most prominent first) in an RGB uint8 image (H, W, 3)."""
         h, w = image.shape[:2]
         # A detection with fewer than 3 confident joints is never drawn, so it is not a person of the map.
-        bodies = [b for b in self._bodies(image) if (b[:, 2] > 0.3).sum() >= 3]
+        bodies = [b for b in self._bodies(image) if (b[:, 2] > CONFIDENT).sum() >= 3]
         if self._calibration is not None:
             bodies = [self._calibration(b) for b in bodies]
         bodies = sorted(bodies, key=prominence, reverse=True)[:self.options.max_people]

@@ -144,16 +144,15 @@ def detector_settings(options: dict) -> dict:
     is a one-line error instead of workers that fail to start."""
     import importlib.util
 
-    from toolkit.pose.calibrate import load_calibration
+    from toolkit.pose.calibrate import calibration_option
     from toolkit.pose.detect import MediaPipeOptions
     from toolkit.pose.mediapipe_models import INSTALL, POSE_MODELS
 
     if importlib.util.find_spec("mediapipe") is None:
         raise UserError(f"pose detection needs MediaPipe: {INSTALL}")
     settings = asdict(MediaPipeOptions(**options))
-    if settings["calibration"]:
-        default = settings["calibration"] == "default"
-        calibration = load_calibration(None if default else settings["calibration"])
+    calibration = calibration_option(settings["calibration"])
+    if calibration is not None:
         settings["calibration_numbers"] = {"shoulders": calibration.shoulders, "hips": calibration.hips}
     settings["models"] = sorted(sha for _, sha, _ in POSE_MODELS.values())
     return json.loads(json.dumps(settings))  # tuples as lists, as they come back from detector.json
