@@ -15,6 +15,7 @@ from toolkit.config import ConfigError, from_dict
 from toolkit.ddpm.config import TrainUNetConfig
 from toolkit.ddpm.trainer import DDPMTrainer
 from toolkit.train_unet import main
+from toolkit.training import budget as budget_module
 from toolkit.training import loop, planning
 from toolkit.training.budget import (
     PLAN_AFTER,
@@ -104,6 +105,27 @@ def test_the_plan_is_made_again_when_the_first_steps_misled_it(tmp_path, monkeyp
         assert f"planned again at step {check}" in capsys.readouterr().out
     else:  # within the tolerance: the first plan stands
         assert calls == [(PLAN_AFTER, 1.0)] and summary["total_steps"] == check + 5
+
+
+def test_a_slow_start_that_outlasts_the_first_check_is_caught_by_a_later_one(tmp_path, monkeypatch):
+    monkeypatch.setattr(budget_module, "REPLAN_AFTER", 5)  # checks at steps 15, 20, 25, ... (the first quarter)
+    calls = []
+
+    def plan(step, *, step_seconds, **_):
+        calls.append((step, round(step_seconds, 3)))
+        return 100 if len(calls) == 1 else 104
+
+    def record(self, seconds):  # 1 s per step through step 20, then 0.5 s: the first check (15) sees no change
+        self._times.append(1.0 if len(self._times) < 20 else 0.5)
+
+    monkeypatch.setattr(planning, "plan_steps", plan)
+    monkeypatch.setattr(TimeBudget, "record", record)
+    out = tmp_path / "run"
+    assert main(tiny_argv(out, max_train_steps=None, max_train_time=10, checkpointing_steps=1000)) == 0
+    assert calls == [(PLAN_AFTER, 1.0), (25, 0.5)]  # none after 25: past the first quarter of 100 steps
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["total_steps"] == summary["steps_done"] == 104
+    assert summary["time_budget"]["replanned_at"] == 25
 
 
 def test_a_spent_budget_stops_cleanly_and_a_resume_stops_at_once(tmp_path, capsys):

@@ -4,9 +4,11 @@ The run first trains `PLAN_AFTER` steps on a provisional schedule (linear warm-u
 length, so with at least that many warm-up steps nothing differs). It then measures its step time, estimates what
 validations, evaluations and the final grid will cost, and fixes the number of steps that fit: the LR schedule is
 rebuilt for that length and the plan is kept in every checkpoint, so a resumed run follows the same schedule step
-for step. The first steps of a process can run at half speed (allocator, caches, a busy machine settling), so
-the plan is checked once more, REPLAN_AFTER steps later: if the step time since differs by more than
-REPLAN_TOLERANCE, the run is planned again (for a DDPM still inside its default warm-up, so its LR is unchanged).
+for step. The first steps of a process can run at half speed (allocator, caches, a busy machine settling), and
+the speed-up can take a hundred steps or more, so the plan is checked every REPLAN_AFTER steps, always once and
+then through the run's first quarter: if the recent step time differs from the plan's by more than
+REPLAN_TOLERANCE, the run is planned again (early, so a cosine LR moves little; inside a DDPM's default warm-up not
+at all). Without the later checks a run that sped up after the first check ended with a fifth of its budget unused.
 Whatever the plan, the run stops when the next step and the final outputs would pass the budget.
 """
 
@@ -24,8 +26,9 @@ if TYPE_CHECKING:  # torch is imported when timing, so that parsing a config sta
     import torch
 
 PLAN_AFTER = 10  # steps timed before the plan (the first is left out: kernel selection, caches)
-REPLAN_AFTER = 50  # steps after the plan at which it is checked once, on step times past any start-up transient
-REPLAN_TOLERANCE = 0.1  # planned again when the step time is off the plan's by more than this fraction
+REPLAN_AFTER = 50  # steps between checks of the plan; the step time is the mean of this many recent steps
+REPLAN_UNTIL = 0.25  # checks after the first only in this first fraction of the run, where the LR has moved little
+REPLAN_TOLERANCE = 0.07  # planned again when the step time is off the plan's by more than this fraction
 SAVE_SECONDS = 5.0  # the final checkpoint and outputs, beyond the final grid
 INCEPTION_IMAGES_PER_SECOND = 15.0  # the in-loop KID's feature extraction on a 2-core CPU (docs/metrics.md)
 
@@ -128,7 +131,7 @@ class TimeBudget:
         """The recent step time (the first step of a session left out once there are others); before this
         session's first step, the plan's."""
         times = self._times[1:] if len(self._times) > 1 else self._times
-        recent = times[-50:]
+        recent = times[-REPLAN_AFTER:]  # the steps since the last check of the plan
         return sum(recent) / len(recent) if recent else (self.plan_step_seconds or 0.0)
 
     def plan_due(self, step: int, steps_this_session: int) -> bool:
@@ -140,10 +143,14 @@ class TimeBudget:
         return step == PLAN_AFTER if resumed_at < PLAN_AFTER else steps_this_session == PLAN_AFTER
 
     def check_due(self, step: int, steps_this_session: int, total_steps: int) -> bool:
-        """Whether to check the plan at `step` (the same answer on every process): at PLAN_AFTER + REPLAN_AFTER only,
-        when this session has timed at least PLAN_AFTER steps and the run goes on past it."""
-        at = PLAN_AFTER + REPLAN_AFTER
-        return step == at and steps_this_session >= PLAN_AFTER and total_steps > at and bool(self.plan_step_seconds)
+        """Whether to check the plan at `step` (the same answer on every process): every REPLAN_AFTER steps after
+        PLAN_AFTER, the first time always and later ones within the first REPLAN_UNTIL of the run, when this
+        session has timed at least PLAN_AFTER steps and the run goes on past `step`."""
+        since = step - PLAN_AFTER
+        if since <= 0 or since % REPLAN_AFTER or not self.plan_step_seconds:
+            return False
+        early = since == REPLAN_AFTER or step <= REPLAN_UNTIL * total_steps
+        return early and steps_this_session >= PLAN_AFTER and total_steps > step
 
     def off_plan(self) -> bool:
         """Whether the recent step time differs from the plan's by more than REPLAN_TOLERANCE."""
