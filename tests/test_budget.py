@@ -82,7 +82,7 @@ def test_the_plan_sets_the_lr_schedule_and_a_resumed_run_follows_it(tmp_path, mo
     assert_same_weights(straight / f"checkpoints/checkpoint-{planned}", resumed / f"checkpoints/checkpoint-{planned}")
 
 
-@pytest.mark.parametrize("later_seconds", [0.5, 0.95])
+@pytest.mark.parametrize("later_seconds", [0.5, 0.92, 0.95])
 def test_the_plan_is_made_again_when_the_first_steps_misled_it(tmp_path, monkeypatch, capsys, later_seconds):
     check = PLAN_AFTER + REPLAN_AFTER
     calls = []
@@ -99,8 +99,8 @@ def test_the_plan_is_made_again_when_the_first_steps_misled_it(tmp_path, monkeyp
     out = tmp_path / "run"
     assert main(tiny_argv(out, max_train_steps=None, max_train_time=10, checkpointing_steps=1000)) == 0
     summary = json.loads((out / "summary.json").read_text())
-    if later_seconds == 0.5:  # off the plan by half: planned again from the steps since, once
-        assert calls == [(PLAN_AFTER, 1.0), (check, 0.5)]
+    if later_seconds < 0.93:  # off the plan by more than the tolerance (7 %): planned again from the steps since
+        assert calls == [(PLAN_AFTER, 1.0), (check, later_seconds)]
         assert summary["total_steps"] == summary["steps_done"] == check + 8
         assert f"planned again at step {check}" in capsys.readouterr().out
     else:  # within the tolerance: the first plan stands
@@ -108,24 +108,42 @@ def test_the_plan_is_made_again_when_the_first_steps_misled_it(tmp_path, monkeyp
 
 
 def test_a_slow_start_that_outlasts_the_first_check_is_caught_by_a_later_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(budget_module, "REPLAN_AFTER", 5)  # checks at steps 15, 20, 25, ... (the first quarter)
+    monkeypatch.setattr(budget_module, "REPLAN_AFTER", 5)  # checks at steps 15, 20, 25, ... (the first half)
     calls = []
 
     def plan(step, *, step_seconds, **_):
         calls.append((step, round(step_seconds, 3)))
-        return 100 if len(calls) == 1 else 104
+        return 40 if len(calls) == 1 else 44
 
-    def record(self, seconds):  # 1 s per step through step 20, then 0.5 s: the first check (15) sees no change
-        self._times.append(1.0 if len(self._times) < 20 else 0.5)
+    def record(self, seconds):  # 1 s per step through step 15, 0.5 s through 20, then 0.25 s: the first check (15)
+        n = len(self._times)      # sees no change, the one at 20 does; the one at 25 would, but is past the half
+        self._times.append(1.0 if n < 15 else 0.5 if n < 20 else 0.25)
 
     monkeypatch.setattr(planning, "plan_steps", plan)
     monkeypatch.setattr(TimeBudget, "record", record)
     out = tmp_path / "run"
     assert main(tiny_argv(out, max_train_steps=None, max_train_time=10, checkpointing_steps=1000)) == 0
-    assert calls == [(PLAN_AFTER, 1.0), (25, 0.5)]  # none after 25: past the first quarter of 100 steps
+    assert calls == [(PLAN_AFTER, 1.0), (20, 0.5)]
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["total_steps"] == summary["steps_done"] == 104
-    assert summary["time_budget"]["replanned_at"] == 25
+    assert summary["total_steps"] == summary["steps_done"] == 44
+    assert summary["time_budget"]["replanned_at"] == 20
+
+
+def test_a_planned_run_resumed_without_a_budget_keeps_its_plan_and_never_checks_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(budget_module, "REPLAN_AFTER", 2)  # checks at 12, 14, ..., 20: the first half of 40 steps
+    monkeypatch.setattr(planning, "plan_steps", lambda step, **_: 40)
+    monkeypatch.setattr(loop, "out_of_time", lambda trainer, budget, step, **_: step >= 11)  # a budget spent at 11
+    out = tmp_path / "run"
+    assert main(tiny_argv(out, max_train_steps=None, max_train_time=10, checkpointing_steps=1000)) == 0
+    stopped = json.loads((out / "summary.json").read_text())
+    assert stopped["stopped_by_budget"] and stopped["total_steps"] == 40
+    monkeypatch.setattr(loop, "out_of_time", planning.out_of_time)
+    monkeypatch.setattr(planning, "plan_steps", lambda step, **_: pytest.fail("no budget: nothing to plan"))
+    monkeypatch.setattr(TimeBudget, "record", lambda self, seconds: self._times.append(100.0))  # far off the plan
+    assert main(tiny_argv(out, max_train_steps=None, resume_from_checkpoint="latest", checkpointing_steps=1000)) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["start_step"] == stopped["steps_done"] < 20 and summary["total_steps"] == 40
+    assert summary["start_step"] + summary["steps_done"] == 40 and not summary["stopped_by_budget"]
 
 
 def test_a_spent_budget_stops_cleanly_and_a_resume_stops_at_once(tmp_path, capsys):

@@ -135,3 +135,21 @@ def test_dataset_name_local_imagefolder_and_saved_dataset(tmp_path):
     assert len(source) == 2 and source.load(1).getpixel((0, 0)) == (7, 7, 7)
     with pytest.raises(UserError, match="no column 'image'"):
         open_source(train_data_dir=None, dataset_name=str(saved), image_column="image")
+
+
+def test_a_figures_folder_says_its_flips_keep_sides_and_a_bad_value_names_the_key(tmp_path):
+    from toolkit.data.folders import read_pose_folder
+    from toolkit.figures.dataset import write_dataset
+
+    root = write_dataset(tmp_path / "figures", 2, 16, seed=0)
+    assert [r.flip_swaps_sides for r in read_pose_folder(root)] == [False, False]
+    source, _ = open_source(train_data_dir=str(root), dataset_name=None, conditioning_column="conditioning_image")
+    assert not source.flip_swaps_sides(0)
+    rows = [json.loads(line) for line in (root / "metadata.jsonl").read_text().splitlines()]
+    (root / "metadata.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k != "flip_swaps_sides"})
+                                                 + "\n" for r in rows))
+    assert read_pose_folder(root)[0].flip_swaps_sides  # photos (prepare_poses writes no such key): flips swap
+    rows[1]["flip_swaps_sides"] = "no"
+    (root / "metadata.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(UserError, match="flip_swaps_sides must be true or false"):
+        read_pose_folder(root)

@@ -49,14 +49,14 @@ def test_rescale_to_the_image_size():
 
 
 class FixedDetector:
-    """Returns a fixed pose (in the pixels of the image it is given)."""
+    """Returns fixed bodies (in the pixels of the image it is given): one body, a list of them, or None."""
 
     def __init__(self, body):
-        self.body = body
+        self.bodies = [] if body is None else body if isinstance(body, list) else [body]
 
     def __call__(self, image):
         h, w = image.shape[:2]
-        return Pose(w, h, [Person(self.body.copy())] if self.body is not None else [])
+        return Pose(w, h, [Person(b.copy()) for b in self.bodies])
 
 
 def test_fidelity_is_perfect_for_the_same_pose_and_zero_when_nobody_is_found():
@@ -111,3 +111,24 @@ def test_hands_option_runs_on_a_real_photo():
     detector.close()
     assert person.body.shape == (18, 3)  # her hands are hidden by the helmet: none may be attached
     assert person.left_hand is None or person.left_hand.shape == (21, 3)
+
+
+def test_a_group_image_is_scored_person_by_person_whatever_the_detection_order():
+    left = body_with_arms()
+    right = left.copy()
+    right[:, 0] += 300  # a second person to the right
+    images, refs = [np.zeros((200, 500, 3), dtype=np.uint8)], [Pose(500, 200, [Person(left), Person(right)])]
+    both = evaluate_fidelity(images, refs, FixedDetector([right, left]))  # found in the other order
+    assert both["detection_rate"] == 1.0 and both["pck@0.2_torso"] == 1.0 and both["oks"] == 1.0
+    one = evaluate_fidelity(images, refs, FixedDetector([right]))  # the left person is missed
+    assert one["detection_rate"] == 0.5 and one["pck@0.2_torso"] == 0.5 and one["oks"] == 0.5
+    assert one["limb_length_error"] == 0.0  # limb errors only over the people found
+
+
+def test_a_person_without_a_visible_torso_is_still_matched_and_an_empty_one_is_left_out():
+    upper = body_with_arms()
+    upper[8:14] = 0  # no hips or legs: a half-body pose has no torso diagonal
+    nobody = np.zeros((18, 3))
+    images, refs = [np.zeros((200, 200, 3), dtype=np.uint8)], [Pose(200, 200, [Person(upper), Person(nobody)])]
+    report = evaluate_fidelity(images, refs, FixedDetector(upper))
+    assert report["detection_rate"] == 1.0 and report["pck@0.1_bbox"] == 1.0 and report["oks"] == 1.0

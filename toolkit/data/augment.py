@@ -3,8 +3,9 @@
 Each training item is an image, optionally with its pose (keypoints on the image's canvas) or a pose-map image. An
 augmentation draws its parameters from the step's generator, applies one affine transform (flip, scale, rotation,
 translation about the centre) to the image and to the keypoints alike, redraws the OpenPose map from the moved
-keypoints (a mirrored map would swap the colours of left and right; a flip swaps the joints instead), and jitters the
-image's colours only. A map given only as an image is warped with its image, and never flipped.
+keypoints (a mirrored map would swap the colours of left and right; a flip swaps the joints instead, unless the
+item's sides are told apart by something a mirror keeps, as the figures' hues), and jitters the image's colours
+only. A map given only as an image is warped with its image, and never flipped.
 
 `labels` (Karras et al. 2022, "non-leaking augmentation") describe what was applied (flips aside); the trainer feeds them to the
 UNet as extra conditioning during training and zeros when sampling, so the model learns from augmented images
@@ -127,8 +128,8 @@ def warp(image: torch.Tensor, matrix: np.ndarray, *, fill_border: bool = True) -
 
 
 def move_pose(pose: Pose, matrix: np.ndarray, flipped: bool) -> Pose:
-    """The keypoints under the pixel `matrix`; a flip also swaps left and right joints (and hands), as the person's
-    left becomes the image's right."""
+    """The keypoints under the pixel `matrix`; with `flipped` left and right joints (and hands) are also swapped, as
+    the person's left becomes the image's right (pass False for a flip that keeps sides: the matrix mirrors)."""
     if flipped:  # flip_pose mirrors and swaps; keep the swap only, since the matrix holds the mirroring
         mirrored = flip_pose(pose)
         pose = Pose(pose.width, pose.height, [_map_person(p, lambda a: _mirror_back(a, pose.width))
@@ -169,10 +170,10 @@ def jitter_colour(image: torch.Tensor, d: Draw) -> torch.Tensor:
 
 
 def apply(image: torch.Tensor, d: Draw, *, pose: Pose | None = None, pose_map: torch.Tensor | None = None,
-          threshold: float, resolution: int) -> tuple[torch.Tensor, torch.Tensor | None, Draw]:
+          threshold: float, resolution: int, swap_sides: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, Draw]:
     """The augmented image uint8 (3, H, W), its pose map uint8 (3, H, W) (redrawn from the moved keypoints when
-    `pose` is given, else `pose_map` warped alike, None without either) and the draw applied (a map without
-    keypoints is never flipped)."""
+    `pose` is given, their left and right swapped by a flip if `swap_sides`; else `pose_map` warped alike; None
+    without either) and the draw applied (a map without keypoints is never flipped)."""
     if d.flip and pose is None and pose_map is not None:
         d = replace(d, flip=False)
     _, h, w = image.shape
@@ -183,7 +184,7 @@ def apply(image: torch.Tensor, d: Draw, *, pose: Pose | None = None, pose_map: t
         out = jitter_colour(out, d)
     out = out.round().clamp(0, 255).to(torch.uint8)
     if pose is not None:
-        drawn = draw_map(move_pose(pose, matrix, d.flip), resolution=resolution, threshold=threshold)
+        drawn = draw_map(move_pose(pose, matrix, d.flip and swap_sides), resolution=resolution, threshold=threshold)
         return out, torch.from_numpy(drawn.copy()).permute(2, 0, 1), d  # (H, W, 3) -> (3, H, W)
     if pose_map is not None:
         moved = warp(pose_map.float(), matrix, fill_border=False) if not np.allclose(matrix, np.eye(3)) else pose_map

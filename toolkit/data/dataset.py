@@ -42,6 +42,7 @@ class Item:
     pixels: torch.Tensor
     pose: Pose | None = None
     threshold: float = 0.0
+    swap_sides: bool = True  # a flip swaps the keypoints' left and right (ImageSource.flip_swaps_sides)
 
 
 @dataclass
@@ -84,7 +85,8 @@ class TrainImages:
         if pose is not None:  # sticks as thick as at the training resolution, also on a wider random-crop canvas
             pose, threshold = crop_pose(resize_pose(pose, image.size), crop), self.source.joint_threshold(index)
             drawn = draw_map(pose, resolution=self.resolution, threshold=threshold)
-            return Item(torch.cat([tensor, to_tensor(drawn)]), pose, threshold)  # (6, H, W)
+            return Item(torch.cat([tensor, to_tensor(drawn)]), pose, threshold,  # (6, H, W)
+                        self.source.flip_swaps_sides(index))
         given = self.source.load_conditioning(index)
         if given.size != image.size:
             given = given.resize(image.size, Image.Resampling.BILINEAR)
@@ -167,7 +169,8 @@ def augment_item(item: Item, resolution: int, settings: AugmentSettings,
     pose = crop_pose(item.pose, Crop(1.0, (w, h), left, top, (resolution, resolution))) \
         if item.pose is not None else None
     maps = pixels[3:] if len(pixels) == 6 else None
-    image, moved, d = apply(pixels[:3], d, pose=pose, pose_map=maps, threshold=item.threshold, resolution=resolution)
+    image, moved, d = apply(pixels[:3], d, pose=pose, pose_map=maps, threshold=item.threshold, resolution=resolution,
+                            swap_sides=item.swap_sides)
     return (torch.cat([image, moved]) if moved is not None else image), d.labels()
 
 

@@ -4,7 +4,9 @@
     DIR/keypoints/<stem of the map>.json   OpenPose JSON of the example (optional)
 
 With keypoints, trainers draw the map from them (`toolkit.pose.conditioning`) at their own crop and resolution,
-showing the joints above the row's `joint_threshold` (prepare_poses writes the one it drew its maps with).
+showing the joints above the row's `joint_threshold` (prepare_poses writes the one it drew its maps with). A
+flipped example's keypoints swap left and right, as a detector would label a mirrored person, unless the row says
+`"flip_swaps_sides": false` (toolkit.figures: its figures tell sides apart by hue, which a mirror keeps).
 
 Every path is joined with `safe_join`, so a row cannot point outside DIR.
 """
@@ -37,6 +39,7 @@ class PoseRecord:
     text: str
     keypoints: Path | None
     threshold: float = DEFAULT_THRESHOLD
+    flip_swaps_sides: bool = True  # a flip relabels left and right joints (photos); False for the figures world
 
 
 def is_pose_folder(root: str | Path) -> bool:
@@ -69,8 +72,11 @@ def read_pose_folder(root: str | Path) -> list[PoseRecord]:
         threshold = row.get("joint_threshold", DEFAULT_THRESHOLD)
         if not isinstance(threshold, (int, float)) or isinstance(threshold, bool) or not 0 <= threshold <= 1:
             raise UserError(f"{metadata}: joint_threshold must be a number in [0, 1], got {threshold!r}")
+        swaps = row.get("flip_swaps_sides", True)
+        if not isinstance(swaps, bool):
+            raise UserError(f"{metadata}: flip_swaps_sides must be true or false, got {swaps!r}")
         records.append(PoseRecord(safe_join(root, row["file_name"]), conditioning, str(row.get("text", "")),
-                                  keypoints if keypoints.is_file() else None, float(threshold)))
+                                  keypoints if keypoints.is_file() else None, float(threshold), swaps))
     if not records:
         raise UserError(f"{metadata} lists no examples")
     return records

@@ -25,7 +25,8 @@ class ImageSource(Protocol):
 
     `keypoints` returns the item's pose when it has one (the map is then drawn from it, showing joints above
     `joint_threshold`); otherwise `load_conditioning` returns its pose-map image (UserError for sources without
-    pose maps).
+    pose maps). `flip_swaps_sides` says whether a flipped item's joints swap left and right (photos) or keep their
+    side (the synthetic figures, whose sides are hues a mirror keeps).
     """
 
     def __len__(self) -> int: ...
@@ -34,6 +35,7 @@ class ImageSource(Protocol):
     def keypoints(self, index: int) -> Pose | None: ...
     def joint_threshold(self, index: int) -> float: ...
     def load_conditioning(self, index: int) -> Image.Image: ...
+    def flip_swaps_sides(self, index: int) -> bool: ...
 
 
 NO_POSE_MAPS = "this dataset has no pose maps"
@@ -47,6 +49,7 @@ class FolderSource:
     conditioning: list[Path] | None = None
     keypoint_files: list[Path | None] | None = None
     thresholds: list[float] | None = None
+    swaps: list[bool] | None = None  # per file: flip_swaps_sides (True when not given)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -63,6 +66,9 @@ class FolderSource:
 
     def joint_threshold(self, index: int) -> float:
         return self.thresholds[index] if self.thresholds else DEFAULT_THRESHOLD
+
+    def flip_swaps_sides(self, index: int) -> bool:
+        return self.swaps[index] if self.swaps else True
 
     def load_conditioning(self, index: int) -> Image.Image:
         if self.conditioning is None:
@@ -93,6 +99,9 @@ class HubDatasetSource:
     def joint_threshold(self, index: int) -> float:
         return DEFAULT_THRESHOLD
 
+    def flip_swaps_sides(self, index: int) -> bool:
+        return True  # no keypoints: a map image is never flipped
+
     def load_conditioning(self, index: int) -> Image.Image:
         if self.conditioning_column is None:
             raise UserError(NO_POSE_MAPS)
@@ -122,6 +131,9 @@ class FiguresSource:
     def joint_threshold(self, index: int) -> float:
         return DEFAULT_THRESHOLD
 
+    def flip_swaps_sides(self, index: int) -> bool:
+        return False  # each segment has its own hue: a mirrored left arm is still the left arm's colour
+
     def load_conditioning(self, index: int) -> Image.Image:
         return self._figure(index).conditioning()
 
@@ -148,7 +160,8 @@ def open_source(*, train_data_dir: str | None, dataset_name: str | None, dataset
         if conditioning_column:
             records = read_pose_folder(train_data_dir)
             return FolderSource([r.image for r in records], [r.conditioning for r in records],
-                                [r.keypoints for r in records], [r.threshold for r in records]), str(train_data_dir)
+                                [r.keypoints for r in records], [r.threshold for r in records],
+                                [r.flip_swaps_sides for r in records]), str(train_data_dir)
         files = list_image_files(train_data_dir)
         if not files:
             raise UserError(f"no image files found in {train_data_dir}")

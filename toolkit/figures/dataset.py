@@ -1,7 +1,8 @@
 """Write a figures dataset folder in the layout of `prepare_poses`, with distortion and pose labels.
 
     DIR/images/<stem>.png, DIR/conditioning/<stem>.png, DIR/keypoints/<stem>.json and DIR/metadata.jsonl with
-    {"file_name", "conditioning_image_file_name", "text", "distortion", "distortion_detail", "labels"} per image.
+    {"file_name", "conditioning_image_file_name", "text", "distortion", "distortion_detail", "labels",
+    "flip_swaps_sides": false} per image (a figure's sides are its segments' hues, which a mirror keeps).
 
 The keypoints and the conditioning map are the intended pose; a planted distortion shows only in the image.
 """
@@ -38,7 +39,7 @@ def write_dataset(output_dir: str | Path, num_images: int, resolution: int, *, s
         save_pose(Pose(resolution, resolution, [Person(figure.keypoints)]), out / "keypoints" / f"{stem}.json")
         rows.append({"file_name": f"images/{stem}.png", "conditioning_image_file_name": f"conditioning/{stem}.png",
                      "text": caption(figure), "distortion": figure.distortion["kind"],
-                     "distortion_detail": figure.distortion, "labels": figure.labels})
+                     "distortion_detail": figure.distortion, "labels": figure.labels, "flip_swaps_sides": False})
     tmp = out / "metadata.jsonl.tmp"
     tmp.write_text("".join(json.dumps(row) + "\n" for row in rows))
     tmp.replace(out / "metadata.jsonl")  # written last and atomically: a folder with metadata is complete

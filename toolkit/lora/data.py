@@ -4,8 +4,10 @@ Sources: a prepare_poses / toolkit.figures folder (metadata.jsonl with file_name
 keypoints/<stem>.json) or a `datasets` dataset with image, conditioning_image and text columns. The crop of each
 example is fixed (centre, or one random box per image from the seed), so cached latents and the pose map agree.
 When keypoints exist, the pose map is drawn from them after the crop (`toolkit.pose.conditioning`, as everywhere
-else), and a flipped example mirrors the image and draws the map from the mirrored keypoints (left and right swap
-colours in OpenPose maps). Examples without keypoints use their map image and are never flipped.
+else), and a flipped example mirrors the image and draws the map from the mirrored keypoints, left and right
+swapped (a mirrored person's left is the image's right; not for a toolkit.figures folder, whose rows say
+`flip_swaps_sides: false` because its sides are hues a mirror keeps). Examples without keypoints use their map image
+and are never flipped.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Row:
     caption: str
     keypoints: Pose | None = None
     threshold: float = DEFAULT_THRESHOLD  # joints are drawn above this confidence
+    flip_swaps_sides: bool = True  # a flip relabels left and right (photos); False for the figures' hues
 
 
 @dataclass
@@ -57,7 +60,7 @@ class Example:
 def folder_rows(root: str | Path) -> list[Row]:
     """Rows of a prepare_poses / toolkit.figures folder; paths may not leave the folder."""
     return [Row(str(r.image), lambda p=r.image: load_rgb(p), lambda p=r.conditioning: load_rgb(p), r.text,
-                load_pose(r.keypoints) if r.keypoints is not None else None, r.threshold)
+                load_pose(r.keypoints) if r.keypoints is not None else None, r.threshold, r.flip_swaps_sides)
             for r in read_pose_folder(root)]
 
 
@@ -115,7 +118,8 @@ class PoseData:
             return Example(image_u8, to_tensor(apply_crop(pose_map.resize(image.size), crop)), None,
                            self.caption(index))
         pose = crop_pose(resize_pose(row.keypoints, image.size), crop)
-        flipped = to_tensor(draw_map(flip_pose(pose), threshold=row.threshold)) if self.flips else None
+        flipped = to_tensor(draw_map(flip_pose(pose, swap_sides=row.flip_swaps_sides), threshold=row.threshold)) \
+            if self.flips else None
         return Example(image_u8, to_tensor(draw_map(pose, threshold=row.threshold)), flipped, self.caption(index))
 
 

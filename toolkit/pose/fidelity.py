@@ -15,7 +15,7 @@ import numpy as np
 from toolkit.errors import UserError
 from toolkit.images import DECODE_ERRORS
 from toolkit.pose.keypoints import Pose
-from toolkit.pose.metrics import limb_errors, oks, oks_ap, pck
+from toolkit.pose.metrics import limb_errors, match_people, oks, oks_ap, pck, present
 
 FACE_SIZE = 256  # BlazeFace (short range) wants faces of about 128 px or more: small samples are upscaled first
 
@@ -39,25 +39,29 @@ def plausible_proportions(body: np.ndarray, min_conf: float = 0.3) -> bool | Non
     return all(verdicts) if verdicts else None
 
 
+def rescale_all(pose: Pose, width: int, height: int) -> list[np.ndarray]:
+    """Every person's body (18, 3) of `pose`, in the pixels of a `width` x `height` image."""
+    scale = np.array([width / pose.width, height / pose.height, 1.0])
+    return [person.body * scale for person in pose.people]
+
+
 def rescale(pose: Pose, width: int, height: int) -> np.ndarray | None:
-    """The first person's body of `pose`, in the pixels of a `width` x `height` image."""
-    if not pose.people:
-        return None
-    body = pose.people[0].body.copy()
-    body[:, 0] *= width / pose.width
-    body[:, 1] *= height / pose.height
-    return body
+    """The first person's body of `pose`, in the pixels of a `width` x `height` image (None if nobody)."""
+    bodies = rescale_all(pose, width, height)
+    return bodies[0] if bodies else None
 
 
 @dataclass
 class ImageScore:
-    """One image's scores."""
+    """One image's scores. With several people in the reference, PCK pools their joints and OKS is their mean (a
+    missed person scores 0); limb errors and proportions are over the people found."""
 
     name: str
-    detected: bool
+    people: int  # people in the reference pose
+    found: int  # of them, paired with a detected person
     pck_torso: float | None
     pck_bbox: float | None
-    oks: float
+    oks: float | None  # None when the reference has nobody
     limb_length_error: float | None
     limb_angle_error: float | None
     plausible: bool | None
@@ -70,25 +74,36 @@ def _mean(values) -> float | None:
     return float(np.mean(kept)) if kept else None
 
 
-def _fraction(counts: tuple[int, int]) -> float | None:
-    return counts[0] / counts[1] if counts[1] else None
+def _fraction(counts) -> float | None:
+    """correct / total of a (correct, total) pair; None when the total is 0."""
+    return float(counts[0] / counts[1]) if counts[1] else None
 
 
 def score_image(name: str, image: np.ndarray, reference: Pose, detector, *, face_checker=None) -> ImageScore:
-    """Detect the pose in `image` and compare it with `reference` (rescaled to the image's size)."""
+    """Detect the people in `image` and compare each person of `reference` (rescaled to the image's size) with the
+    detected person matched to them (`match_people`: within one torso size), so a group image is scored person by
+    person; a reference person with fewer than two visible joints is left out."""
     h, w = image.shape[:2]
-    ref = rescale(reference, w, h)
+    refs = [ref for ref in rescale_all(reference, w, h) if present(ref).sum() >= 2]
     found = detector(image)
-    pred = found.people[0].body if found.people else None
-    errors = limb_errors(ref, pred) if ref is not None and pred is not None else {"length": [], "angle": []}
+    pairs = match_people([p.body for p in found.people], refs)
+    matched = [pred for pred, _ in pairs if pred is not None]
+    torso, bbox = np.zeros(2), np.zeros(2)  # (correct, total) joints, pooled over the reference people
+    length, angle = [], []
+    for pred, ref in pairs:
+        torso += pck(ref, pred, alpha=0.2, norm="torso")
+        bbox += pck(ref, pred, alpha=0.1, norm="bbox")
+        if pred is not None:
+            errors = limb_errors(ref, pred)
+            length += list(errors["length"])
+            angle += list(errors["angle"])
+    verdicts = [v for v in (plausible_proportions(pred) for pred in matched) if v is not None]
     return ImageScore(
-        name=name, detected=pred is not None,
-        pck_torso=_fraction(pck(ref, pred, alpha=0.2, norm="torso")) if ref is not None else None,
-        pck_bbox=_fraction(pck(ref, pred, alpha=0.1, norm="bbox")) if ref is not None else None,
-        oks=oks(ref, pred) if ref is not None else 0.0,
-        limb_length_error=_mean(errors["length"]),
-        limb_angle_error=_mean(errors["angle"]),
-        plausible=plausible_proportions(pred) if pred is not None else None,
+        name=name, people=len(refs), found=len(matched),
+        pck_torso=_fraction(torso), pck_bbox=_fraction(bbox),
+        oks=float(np.mean([oks(ref, pred) for pred, ref in pairs])) if refs else None,
+        limb_length_error=_mean(length), limb_angle_error=_mean(angle),
+        plausible=all(verdicts) if verdicts else None,
         face_score=face_checker(image) if face_checker is not None else None)
 
 
@@ -99,13 +114,14 @@ def summarize(scores: list[ImageScore], face_threshold: float = 0.5) -> dict:
         return None if value is None else round(value, 4)
 
     faces = [s.face_score for s in scores if s.face_score is not None]
+    people = (sum(s.found for s in scores), sum(s.people for s in scores))
     return {
         "images": len(scores),
-        "detection_rate": mean([float(s.detected) for s in scores]),
+        "detection_rate": round(people[0] / people[1], 4) if people[1] else None,  # of the reference people
         "pck@0.2_torso": mean([s.pck_torso for s in scores]),
         "pck@0.1_bbox": mean([s.pck_bbox for s in scores]),
         "oks": mean([s.oks for s in scores]),
-        "oks_ap": round(oks_ap([s.oks for s in scores]), 4) if scores else None,
+        "oks_ap": round(oks_ap([s.oks for s in scores if s.oks is not None]), 4) if scores else None,
         "limb_length_error": mean([s.limb_length_error for s in scores]),
         "limb_angle_error_deg": mean([s.limb_angle_error for s in scores]),
         "plausible_proportions_rate": mean([float(s.plausible) for s in scores if s.plausible is not None]),

@@ -130,12 +130,18 @@ def _mirror(points: np.ndarray | None, width: int, order: list[int] | None) -> n
     return out[order] if order is not None else out
 
 
-def flip_person(person: Person, width: int) -> Person:
-    """Mirror a person horizontally: x is mirrored, left and right joints (and hands) are swapped."""
+def flip_person(person: Person, width: int, *, swap_sides: bool = True) -> Person:
+    """Mirror a person horizontally: x is mirrored and, with `swap_sides`, left and right joints (and hands) are
+    swapped, as a detector would label the mirrored person. Without it each joint keeps its side: for images whose
+    sides are told apart by something a mirror keeps (the synthetic figures' per-segment hues)."""
+    if not swap_sides:
+        return Person(*(_mirror(a, width, None) for a in (person.body, person.left_hand, person.right_hand,
+                                                          person.face)))
     return Person(_mirror(person.body, width, FLIP_18), _mirror(person.right_hand, width, None),
                   _mirror(person.left_hand, width, None), _mirror(person.face, width, FLIP_FACE_68))
 
 
-def flip_pose(pose: Pose) -> Pose:
-    """Mirror every person of a pose; the pose map must then be re-rendered, never pixel-flipped."""
-    return Pose(pose.width, pose.height, [flip_person(p, pose.width) for p in pose.people], pose.counted)
+def flip_pose(pose: Pose, *, swap_sides: bool = True) -> Pose:
+    """Mirror every person of a pose (`flip_person`); the pose map must then be re-rendered, never pixel-flipped."""
+    return Pose(pose.width, pose.height, [flip_person(p, pose.width, swap_sides=swap_sides) for p in pose.people],
+                pose.counted)

@@ -89,12 +89,13 @@ def limb_errors(ref: np.ndarray, pred: np.ndarray, min_conf: float = 0.0) -> dic
 def match_people(preds: list[np.ndarray], refs: list[np.ndarray], *,
                  max_distance: float = 1.0) -> list[tuple[np.ndarray | None, np.ndarray]]:
     """Pair each reference body with at most one prediction, greedily by the median distance of their shared
-    joints in reference torso sizes (pairs beyond `max_distance` are not made); unmatched references get None."""
+    joints (at least 3, or all of a reference with fewer) in reference torso sizes (the box's larger side when no
+    torso diagonal is visible); pairs beyond `max_distance` are not made and unmatched references get None."""
     candidates = []
     for i, pred in enumerate(preds):
         for j, ref in enumerate(refs):
-            size, shared = torso_size(ref), present(pred) & present(ref)
-            if size and shared.sum() >= 3:
+            size, shared = torso_size(ref) or bbox_size(ref), present(pred) & present(ref)
+            if size and shared.sum() >= min(3, present(ref).sum()):
                 distance = np.median(np.linalg.norm(pred[shared, :2] - ref[shared, :2], axis=1)) / size
                 candidates.append((float(distance), i, j))
     taken_pred, matched = set(), {}

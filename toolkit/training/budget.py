@@ -5,10 +5,11 @@ length, so with at least that many warm-up steps nothing differs). It then measu
 validations, evaluations and the final grid will cost, and fixes the number of steps that fit: the LR schedule is
 rebuilt for that length and the plan is kept in every checkpoint, so a resumed run follows the same schedule step
 for step. The first steps of a process can run at half speed (allocator, caches, a busy machine settling), and
-the speed-up can take a hundred steps or more, so the plan is checked every REPLAN_AFTER steps, always once and
-then through the run's first quarter: if the recent step time differs from the plan's by more than
-REPLAN_TOLERANCE, the run is planned again (early, so a cosine LR moves little; inside a DDPM's default warm-up not
-at all). Without the later checks a run that sped up after the first check ended with a fifth of its budget unused.
+the speed-up can take a few hundred steps (or the machine's speed drifts), so the plan is checked every
+REPLAN_AFTER steps, always once and then through the run's first half: if the recent step time differs from the
+plan's by more than REPLAN_TOLERANCE, the run is planned again (a cosine LR then moves by a few percent of its peak;
+inside a DDPM's default warm-up not at all). With one check only, runs that sped up after it ended with 10-23 % of
+their budget unused.
 Whatever the plan, the run stops when the next step and the final outputs would pass the budget.
 """
 
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # torch is imported when timing, so that parsing a config sta
 
 PLAN_AFTER = 10  # steps timed before the plan (the first is left out: kernel selection, caches)
 REPLAN_AFTER = 50  # steps between checks of the plan; the step time is the mean of this many recent steps
-REPLAN_UNTIL = 0.25  # checks after the first only in this first fraction of the run, where the LR has moved little
+REPLAN_UNTIL = 0.5  # checks after the first only in this first fraction of the run (a cosine LR moves by <= 0.1)
 REPLAN_TOLERANCE = 0.07  # planned again when the step time is off the plan's by more than this fraction
 SAVE_SECONDS = 5.0  # the final checkpoint and outputs, beyond the final grid
 INCEPTION_IMAGES_PER_SECOND = 15.0  # the in-loop KID's feature extraction on a 2-core CPU (docs/metrics.md)
@@ -131,7 +132,7 @@ class TimeBudget:
         """The recent step time (the first step of a session left out once there are others); before this
         session's first step, the plan's."""
         times = self._times[1:] if len(self._times) > 1 else self._times
-        recent = times[-REPLAN_AFTER:]  # the steps since the last check of the plan
+        recent = times[-REPLAN_AFTER:]  # at a check of the plan: the steps since the last one
         return sum(recent) / len(recent) if recent else (self.plan_step_seconds or 0.0)
 
     def plan_due(self, step: int, steps_this_session: int) -> bool:
@@ -143,14 +144,15 @@ class TimeBudget:
         return step == PLAN_AFTER if resumed_at < PLAN_AFTER else steps_this_session == PLAN_AFTER
 
     def check_due(self, step: int, steps_this_session: int, total_steps: int) -> bool:
-        """Whether to check the plan at `step` (the same answer on every process): every REPLAN_AFTER steps after
-        PLAN_AFTER, the first time always and later ones within the first REPLAN_UNTIL of the run, when this
-        session has timed at least PLAN_AFTER steps and the run goes on past `step`."""
+        """Whether to check the plan at `step` (the same answer on every process): every REPLAN_AFTER steps counted
+        from PLAN_AFTER, the first (step PLAN_AFTER + REPLAN_AFTER) always and later ones within the first
+        REPLAN_UNTIL of the run; only with a budget, once this session has timed a full window (a resumed process's
+        first steps must not replace its checkpoint's plan), and when the run goes on past `step`."""
         since = step - PLAN_AFTER
-        if since <= 0 or since % REPLAN_AFTER or not self.plan_step_seconds:
+        if since <= 0 or since % REPLAN_AFTER or not self.plan_step_seconds or math.isinf(self.seconds):
             return False
         early = since == REPLAN_AFTER or step <= REPLAN_UNTIL * total_steps
-        return early and steps_this_session >= PLAN_AFTER and total_steps > step
+        return early and steps_this_session > REPLAN_AFTER and total_steps > step
 
     def off_plan(self) -> bool:
         """Whether the recent step time differs from the plan's by more than REPLAN_TOLERANCE."""

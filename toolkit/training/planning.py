@@ -1,5 +1,5 @@
 """The time budget's decisions inside the loop (`toolkit.training.budget` holds the arithmetic and the clock): make
-the plan (and check it once), apply it to the trainer's length and LR schedules, and stop in time. Timing differs
+the plan (and check it early in the run), apply it to the trainer's length and LR schedules, and stop in time. Timing differs
 between processes, so the main process decides and the others follow."""
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def make_plan(trainer: Trainer, budget: TimeBudget, step: int) -> None:
 
 
 def plan_if_due(trainer: Trainer, budget: TimeBudget, step: int, steps_this_session: int) -> bool:
-    """Plan after step PLAN_AFTER, and plan again at the check if the step time has moved off the plan's; whether
-    the run's length changed."""
+    """Plan after step PLAN_AFTER, and plan again at a check (`TimeBudget.check_due`) if the step time has moved off
+    the plan's; whether the run's length changed."""
     if not trainer.plannable():
         return False
     due = budget.plan_due(step, steps_this_session) or (
