@@ -24,11 +24,13 @@ from pathlib import Path
 from bench_time_to_quality import ROOT, ours_command, score, subset, table
 from runner import log_of, timed
 
-# name: the flags that differ from the recipe. Flips are on in both recipes ("no_flip" measures them); zoom,
-# rotation, shift and colour are told to the UNet (--augment_conditioning, on by default).
+# name: the flags that differ from the recipe. Flips are on in the faces recipe ("no_flip" measures them) and off
+# by default for the figures ("flip" measures them); zoom, rotation, shift and colour are told to the UNet
+# (--augment_conditioning, on by default).
 VARIANTS = {
     "base": [],
     "no_flip": ["--no-random_flip"],
+    "flip": ["--random_flip"],
     "color": ["--aug_color_p", "0.5"],
     "scale": ["--aug_scale_p", "0.3"],
     "rotate": ["--aug_rotate_p", "0.3"],

@@ -28,7 +28,7 @@ class Stage:
 # no-argument run draws pose-conditioned figures at 48 px, the smallest size the anatomy parser can judge
 # (docs/time_to_quality.md). Conditioning follows the data: pose for the built-in figures and pose folders.
 @dataclass
-@with_defaults(resolution=48, random_flip=True, learning_rate=1e-3, lr_scheduler="cosine", lr_warmup_steps=100,
+@with_defaults(resolution=48, learning_rate=1e-3, lr_scheduler="cosine", lr_warmup_steps=100,
                adam_beta1=0.95, adam_weight_decay=1e-6, prediction_type="sample", snr_gamma=None,
                conditioning="auto", validation_scheduler="ddim", num_inference_steps=25,
                output_dir="runs/ddpm-figures", help={
@@ -38,8 +38,9 @@ class Stage:
                                            "the figures and the faces, docs/time_to_quality.md)",
                    "train_data_dir": "folder of images (searched recursively) or an imagefolder with metadata.jsonl; "
                                      "with pose maps, a prepare_poses / toolkit.figures folder",
-                   "random_flip": "random horizontal flip (pose maps are redrawn from the mirrored, left/right-swapped "
-                                 "keypoints)",
+                   "random_flip": "random horizontal flip; pose maps are redrawn from the mirrored keypoints, left and "
+                                  "right swapped for photos (off by default: on the figures flips cost 0.14 in distortion "
+                                  "rate at 10 minutes, on faces they made no difference; docs/augmentation.md)",
                    "learning_rate": "peak learning rate of AdamW (1e-3 suits the small preset; 1e-4 larger ones)",
                    "output_dir": "where the pipeline, samples, logs and checkpoints go",
                    "hub_model_id": "repository id, e.g. user/ddpm-portraits",
