@@ -153,7 +153,7 @@ def test_run_folders_written_before_the_shared_core_still_load(name):
     else:  # the validation solver, the loss and the no-argument run changed by measurement (time_to_quality.md) ...
         changed = {"validation_scheduler": ("dpm", "ddim"), "num_inference_steps": (20, 25),
                    "prediction_type": ("epsilon", "sample"), "snr_gamma": (5.0, None), "resolution": (32, 48),
-                   "conditioning": ("none", "auto")}
+                   "conditioning": ("none", "auto"), "random_flip": (True, False)}
         for key, (before, now) in changed.items():
             assert (old.pop(key), to_dict(defaults)[key]) == (before, now), key
     assert {k: to_dict(defaults)[k] for k in old} == old  # ... and every other old default is unchanged
